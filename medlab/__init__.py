@@ -1,0 +1,47 @@
+"""medlab: the helper package behind the medlab lessons.
+
+Notebooks import only ``medlab``. Submodules load lazily, so ``import medlab``
+stays fast and never touches the network::
+
+    import medlab
+    ctx = medlab.setup(notebook="00_medical_images", profile="auto", seed=0)
+    medlab.io.read_image(...)
+    medlab.record(hu_air=-1000.0)
+"""
+from __future__ import annotations
+
+import importlib
+
+__version__ = "0.1.0"
+
+_SUBMODULES = {
+    "bench", "cli", "data", "errors", "explain", "io", "losses", "metrics", "models",
+    "profiles", "records", "robustness", "runner", "runtime", "train", "viz", "widgets",
+}
+
+__all__ = ["__version__", "setup", "record", *sorted(_SUBMODULES)]
+
+
+def setup(*args, **kwargs):
+    """Start a lesson: resolve the profile, seed, pick the device, print the environment.
+
+    See :func:`medlab.records.setup`.
+    """
+    from .records import setup as _setup
+
+    return _setup(*args, **kwargs)
+
+
+def record(**metrics):
+    """Write headline metrics to ``OUTPUT_DIR/metrics.json``. See :func:`medlab.records.record`."""
+    from .records import record as _record
+
+    return _record(**metrics)
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'medlab' has no attribute {name!r}")

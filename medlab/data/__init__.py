@@ -1,0 +1,51 @@
+"""Data for the lessons: phantoms with exact ground truth, real data sets, downloads.
+
+Three layers, each usable alone:
+
+``medlab.data.phantoms``
+    Synthetic chest X-rays, CT slices (in Hounsfield units), lung ultrasound
+    frames and clips, and ultrasound nodules. Deterministic for a seed, exact
+    masks and labels, knobs for difficulty and for "scanner" domain shift.
+``medlab.data.sources``
+    ``load_source(name, root=None, split="train", **options)`` for the names a
+    notebook's ``DATA`` parameter accepts (``phantom``, ``medmnist:<flag>``,
+    ``covid-radiography``, ``covid-qu-ex``, ``medseg-covid-ct``, ``mosmeddata``,
+    ``pocus``, ``folder:<path>``, ``mni152``).
+``medlab.data.download``
+    ``MEDLAB_DATA_DIR``, checksum-verified atomic downloads and safe extraction.
+
+The torch side (:class:`PhantomDataset`, :func:`make_splits`) loads lazily, so
+``import medlab.data.phantoms`` needs only NumPy and SciPy.
+"""
+from __future__ import annotations
+
+import importlib
+
+__all__ = [
+    "PhantomBatch", "PhantomDataset", "ArrayDataset", "make_splits", "load_source",
+    "list_sources", "data_dir", "phantoms", "sources", "download",
+]
+
+_LAZY = {
+    "PhantomBatch": ("medlab.data.phantoms", "PhantomBatch"),
+    "PhantomDataset": ("medlab.data.dataset", "PhantomDataset"),
+    "ArrayDataset": ("medlab.data.dataset", "ArrayDataset"),
+    "make_splits": ("medlab.data.dataset", "make_splits"),
+    "load_source": ("medlab.data.sources", "load_source"),
+    "list_sources": ("medlab.data.sources", "list_sources"),
+    "data_dir": ("medlab.data.download", "data_dir"),
+}
+_SUBMODULES = {"phantoms", "sources", "download", "dataset", "cli"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        module_name, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module_name), attr)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'medlab.data' has no attribute {name!r}")

@@ -1,0 +1,148 @@
+"""Run profiles: how big, how long and how many, as plain data.
+
+A notebook never hard-codes sizes or epochs. It asks for a profile and reads
+its fields::
+
+    P = medlab.profiles.resolve("cpu")
+    P.image_size, P.n_train, P.epochs
+
+Profiles:
+
+``smoke``
+    For continuous integration: every notebook in seconds, tiny data, one epoch.
+    The numbers it reaches only prove that the code path runs.
+``cpu``
+    A laptop or Binder (2 cores, under 2 GB of RAM): each notebook a few
+    minutes, results worth reading.
+``gpu``
+    A course lab with a CUDA GPU: full sizes.
+``auto``
+    ``gpu`` when CUDA is available, otherwise ``cpu``.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from .errors import ParameterError
+
+__all__ = ["Profile", "PROFILES", "resolve", "names"]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Sizes and budgets for one kind of machine.
+
+    Every field is a plain number or string so that a notebook can print the
+    profile and the runner can record it.
+    """
+
+    name: str
+    description: str
+    image_size: int  # side of square training images, pixels
+    n_train: int  # training images (per class where a lesson says so)
+    n_val: int  # validation images
+    n_test: int  # test images
+    epochs: int  # passes over the training set
+    batch_size: int
+    base_channels: int  # width of the first U-Net / small-CNN stage
+    classifier: str  # default classifier architecture for the profile
+    seeds: int  # repeats with different seeds where a lesson averages
+    bootstrap: int  # bootstrap resamples for confidence intervals
+    num_workers: int  # DataLoader workers
+    extra: dict = field(default_factory=dict)  # lesson-specific knobs
+
+    def replace(self, **changes) -> "Profile":
+        """Return a copy with some fields changed (unknown names are refused)."""
+        valid = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - valid)
+        if unknown:
+            raise ParameterError(
+                f"unknown profile field(s) {unknown}; valid fields are {sorted(valid)}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        """The profile as a plain dictionary (for printing and records)."""
+        return dataclasses.asdict(self)
+
+
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="CI check: tiny data, one epoch, seconds per notebook",
+        image_size=32,
+        n_train=48,
+        n_val=16,
+        n_test=32,
+        epochs=1,
+        batch_size=16,
+        base_channels=4,
+        classifier="smallcnn",
+        seeds=1,
+        bootstrap=50,
+        num_workers=0,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description="laptop or Binder: 2 cores, under 2 GB of RAM, a few minutes per notebook",
+        image_size=64,
+        n_train=600,
+        n_val=150,
+        n_test=300,
+        epochs=8,
+        batch_size=32,
+        base_channels=16,
+        classifier="smallcnn",
+        seeds=3,
+        bootstrap=500,
+        num_workers=0,
+    ),
+    "gpu": Profile(
+        name="gpu",
+        description="course lab with a CUDA GPU: full sizes",
+        image_size=128,
+        n_train=4000,
+        n_val=500,
+        n_test=1000,
+        epochs=30,
+        batch_size=64,
+        base_channels=32,
+        classifier="resnet18",
+        seeds=5,
+        bootstrap=2000,
+        num_workers=4,
+    ),
+}
+
+
+def names() -> list[str]:
+    """The names :func:`resolve` accepts, ``auto`` included."""
+    return [*PROFILES, "auto"]
+
+
+def resolve(name: str = "auto", cuda_available: bool | None = None) -> Profile:
+    """Return the profile called ``name``.
+
+    Args:
+        name: ``smoke``, ``cpu``, ``gpu`` or ``auto`` (case-insensitive).
+        cuda_available: for ``auto``, whether a CUDA GPU is there; by default
+            ``torch.cuda.is_available()`` decides.
+
+    Raises:
+        ParameterError: ``name`` is not a known profile; the message lists them.
+    """
+    if isinstance(name, Profile):
+        return name
+    key = str(name).strip().lower()
+    if key == "auto":
+        if cuda_available is None:
+            import torch
+
+            cuda_available = torch.cuda.is_available()
+        key = "gpu" if cuda_available else "cpu"
+    if key not in PROFILES:
+        raise ParameterError(
+            f"unknown profile {name!r}; valid profiles are {', '.join(names())}"
+        )
+    return PROFILES[key]
