@@ -15,7 +15,7 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "bench", "cli", "data", "errors", "explain", "io", "losses", "metrics", "models",
+    "bench", "cli", "data", "errors", "examples", "explain", "io", "losses", "metrics", "models",
     "profiles", "records", "robustness", "runner", "runtime", "train", "viz", "widgets",
 }
 

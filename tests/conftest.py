@@ -1,0 +1,33 @@
+"""Shared test fixtures."""
+from __future__ import annotations
+
+import os
+
+import nbformat
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def write_notebook(path, parameters: str, *cells: str):
+    """Write a notebook with a ``parameters``-tagged cell and plain code cells after it."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    first = nbformat.v4.new_code_cell(parameters)
+    first.metadata["tags"] = ["parameters"]
+    nb.cells = [first, *(nbformat.v4.new_code_cell(c) for c in cells)]
+    nbformat.write(nb, str(path))
+    return path
+
+
+@pytest.fixture
+def notebook_factory(tmp_path):
+    """Make small notebooks in a temporary lessons folder: ``factory(name, parameters, *cells)``."""
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+
+    def factory(name, parameters, *cells):
+        return write_notebook(folder / f"{name}.ipynb", parameters, *cells)
+
+    factory.folder = folder
+    return factory

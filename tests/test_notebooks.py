@@ -1,0 +1,75 @@
+"""The lessons themselves: committed clean, parameterised, and passing in the smoke profile."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from medlab import runner
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+LESSONS = sorted(NOTEBOOKS.glob("*.ipynb"))
+REQUIRED_PARAMETERS = ("PROFILE", "SEED", "DATA", "DEVICE", "OUTPUT_DIR")
+
+
+def test_there_are_lessons():
+    assert [p.stem for p in LESSONS][:1] == ["00_medical_images"]
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_committed_without_outputs(path):
+    notebook = nbformat.read(path, as_version=4)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: clear the outputs before committing"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_has_a_parameters_cell_with_the_common_knobs(path):
+    notebook = nbformat.read(path, as_version=4)
+    tagged = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: exactly one cell must be tagged 'parameters'"
+    declared = runner.notebook_parameters(path)
+    assert all(name in declared for name in REQUIRED_PARAMETERS)
+    assert declared["PROFILE"]["default"] == "auto" and declared["DATA"]["default"] == "phantom"
+    for line in tagged[0].source.splitlines():
+        if "=" in line:
+            assert "#" in line, f"{path.name}: every parameter needs a comment: {line!r}"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_has_expectations_for_every_profile(path):
+    expectations = runner.load_expectations(NOTEBOOKS)
+    assert set(expectations.get(path.stem, {})) == {"smoke", "cpu", "gpu"}, f"{path.stem}: add expectations"
+    for bounds in expectations[path.stem].values():
+        assert bounds, "an empty expectation checks nothing"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("smoke")
+    results = runner.run_notebooks(profile="smoke", out=out, folder=NOTEBOOKS, jobs=2, timeout=600)
+    return out, {r.notebook: r for r in results}
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_lesson_passes_its_smoke_expectations(smoke_run, path):
+    out, results = smoke_run
+    result = results[path.stem]
+    assert result.status == "passed", f"{path.stem}: {result.status}: {result.error}\nsee {out / path.stem}"
+    assert result.checks and all(row["ok"] for row in result.checks)
+    recorded = json.loads((out / path.stem / "metrics.json").read_text())
+    assert recorded["profile"] == "smoke" and recorded["notebook"] == path.stem
+
+
+@pytest.mark.notebooks
+def test_smoke_run_writes_the_report(smoke_run):
+    out, results = smoke_run
+    page = (out / "index.html").read_text()
+    for name, result in results.items():
+        assert name in page
+        assert (out / result.html).is_file()
+    assert f"{len(results)} of {len(results)} notebooks passed" in (out / "summary.md").read_text()
