@@ -156,6 +156,8 @@ def read_image(path) -> Image:
         raise ImageReadError(
             path, f"not a readable {fmt} file; it may be truncated or corrupt ({type(err).__name__}: {err})"
         ) from err
+    if not image.array.dtype.isnative:  # e.g. big-endian NIfTI; torch needs native byte order
+        image.array = image.array.astype(image.array.dtype.newbyteorder("="))
     image.meta.setdefault("format", fmt)
     image.meta["file_size_bytes"] = size
     return image
@@ -336,8 +338,8 @@ def _read_dicom(path: Path) -> Image:
         arr = arr.astype(meta["original_dtype"], copy=False)
         meta["inverted"] = True
 
-    slope = float(ds.get("RescaleSlope", 1) or 1)
-    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    slope = float(ds.RescaleSlope) if ds.get("RescaleSlope") is not None else 1.0
+    intercept = float(ds.RescaleIntercept) if ds.get("RescaleIntercept") is not None else 0.0
     if not (math.isfinite(slope) and slope != 0 and math.isfinite(intercept)):
         warnings.warn(f"{path}: nonsense RescaleSlope/Intercept ({slope}, {intercept}); values left as stored",
                       UserWarning, stacklevel=3)

@@ -27,6 +27,7 @@ import os
 
 import numpy as np
 
+from . import metrics as _metrics
 from .errors import ParameterError
 
 __all__ = ["is_live_frontend", "slice_viewer", "operating_point_explorer"]
@@ -271,40 +272,12 @@ def _binary_inputs(y_true, y_score):
     return y_true.astype(int), y_score
 
 
-def _operating_point(y_true, y_score, threshold):
-    """Counts and rates when a case is called positive if score >= threshold."""
-    pred = y_score >= threshold
-    tp = int(np.sum(pred & (y_true == 1)))
-    fn = int(np.sum(~pred & (y_true == 1)))
-    fp = int(np.sum(pred & (y_true == 0)))
-    tn = int(np.sum(~pred & (y_true == 0)))
-
-    def ratio(a, b):
-        return a / b if b else float("nan")
-
-    return {
-        "tp": tp, "fn": fn, "fp": fp, "tn": tn,
-        "sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp),
-        "ppv": ratio(tp, tp + fp), "npv": ratio(tn, tn + fn),
-    }
-
-
-def _roc_points(y_true, y_score):
-    order = np.argsort(-y_score, kind="mergesort")
-    scores, truth = y_score[order], y_true[order]
-    distinct = np.r_[np.nonzero(np.diff(scores))[0], truth.size - 1]
-    tps = np.cumsum(truth)[distinct]
-    fps = (1 + distinct) - tps
-    pos, neg = max(truth.sum(), 1), max(truth.size - truth.sum(), 1)
-    return np.r_[0.0, fps / neg], np.r_[0.0, tps / pos]
-
-
 def _operating_point_figure(y_true, y_score, threshold):
-    op = _operating_point(y_true, y_score, threshold)
+    op = _metrics.operating_point(y_true, y_score, threshold)
     fig = _new_figure((9, 4))
     ax_roc, ax_cm = fig.subplots(1, 2)
     if 0 < y_true.sum() < y_true.size:
-        fpr, tpr = _roc_points(y_true, y_score)
+        fpr, tpr, _ = _metrics.roc_curve(y_true, y_score)
         ax_roc.plot(fpr, tpr, color="C0", label="ROC")
     ax_roc.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8)
     ax_roc.plot([1 - op["specificity"]], [op["sensitivity"]], "o", color="C3", ms=8,
@@ -329,7 +302,8 @@ def operating_point_explorer(y_true, y_score, threshold=0.5, display=True):
     """Move a decision threshold and watch sensitivity, specificity and the confusion matrix.
 
     A case is called positive when ``y_score >= threshold``. Rates with an
-    empty denominator (e.g. PPV when nothing is called positive) are nan.
+    empty denominator (e.g. PPV when nothing is called positive) are nan
+    (:func:`medlab.metrics.operating_point`).
 
     Args:
         y_true: binary labels (0/1), one per case.
@@ -364,7 +338,7 @@ def operating_point_explorer(y_true, y_score, threshold=0.5, display=True):
     image = w.Image(format="png")
 
     def redraw(_change=None):
-        op = _operating_point(y_true, y_score, slider.value)
+        op = _metrics.operating_point(y_true, y_score, slider.value)
         rates.value = (f"<b>sensitivity</b> {op['sensitivity']:.3f} &nbsp; <b>specificity</b> {op['specificity']:.3f}"
                        f" &nbsp; <b>PPV</b> {op['ppv']:.3f} &nbsp; <b>NPV</b> {op['npv']:.3f}")
         image.value = _figure_png(_operating_point_figure(y_true, y_score, slider.value))

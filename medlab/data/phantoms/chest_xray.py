@@ -22,15 +22,14 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ParameterError
-from ._common import (PhantomBatch, apply_domain, balanced_labels, check_common, check_range, col,
-                      domain_args, ellipse_radius, grid, smooth_field, soft_step)
+from ._common import (PhantomBatch, apply_domain, balanced_labels, check_common, check_range, chunk_size,
+                      col, domain_args, ellipse_r2, grid, ramp, resize, smooth_field)
 
 __all__ = ["chest_xray", "CXR_CLASSES"]
 
 CXR_CLASSES = ["normal", "bacterial_pneumonia", "covid19"]
 _ALIASES = {"pneumonia": "bacterial_pneumonia", "bacterial": "bacterial_pneumonia",
             "covid": "covid19", "covid-19": "covid19"}
-_CHUNK = 256
 
 
 def _class_list(classes) -> list[str]:
@@ -48,7 +47,7 @@ def _class_list(classes) -> list[str]:
 
 def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
                lesion_contrast: float = 1.0, lesion_size: float = 1.0, count: int = 3,
-               noise: float = 0.03, exposure: float = 1.0, rotation: float = 6.0,
+               noise: float = 0.03, exposure: float = 1.0, rotation: float = 8.0,
                marker: bool = False, marker_correlation: float = 0.0,
                domain="A", intensity_scale=None, intensity_offset=None, blur=None,
                noise_texture=None, resolution=None) -> PhantomBatch:
@@ -77,8 +76,7 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
 
     Returns:
         :class:`PhantomBatch` with ``images`` ``(n, 1, size, size)`` in [0, 1];
-        masks ``lung`` (0 background, 1 right lung, 2 left lung; patient's
-        sides) and ``lesion`` (0/1, the default mask); attrs ``lesion_area``
+        masks ``lung`` (0/1) and ``lesion`` (0/1, the default mask); attrs ``lesion_area``
         (fraction of the image), ``severity`` (fraction of lung involved),
         ``side`` (0 none, 1 right lung, 2 left lung, 3 both), ``marker_side``
         (-1 none, 0 image left, 1 image right), ``rotation`` (degrees),
@@ -101,10 +99,10 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
 
     # per-sample parameters, all drawn up front (independent of chunking)
     p = {
-        "scale": rng.uniform(0.88, 1.08, n),
+        "scale": rng.uniform(0.84, 1.1, n),
         "angle": np.deg2rad(rng.uniform(-rotation, rotation, n)),
-        "ty": rng.uniform(-0.05, 0.05, n),
-        "tx": rng.uniform(-0.05, 0.05, n),
+        "ty": rng.uniform(-0.1, 0.1, n),
+        "tx": rng.uniform(-0.1, 0.1, n),
         "lung_ry": rng.uniform(0.56, 0.66, n),
         "lung_rx": rng.uniform(0.26, 0.31, n),
         "dome": rng.uniform(0.32, 0.42, n),
@@ -112,7 +110,7 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
         "heart_ry": rng.uniform(0.30, 0.36, n),
         "lung_level": rng.uniform(0.14, 0.24, n),
         "tissue_level": rng.uniform(0.52, 0.62, n),
-        "rib_level": rng.uniform(0.05, 0.10, n),
+        "rib_level": rng.uniform(0.03, 0.06, n),
         "rib_phase": rng.uniform(-0.04, 0.04, n),
         "gain": 1.0 + exposure * rng.uniform(-0.18, 0.18, n),
         "offset": exposure * rng.uniform(-0.07, 0.07, n),
@@ -120,12 +118,12 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
         # pneumonia: side 0 = patient's right (image left), lobe 0 lower / 1 upper
         "pn_side": rng.integers(0, 2, n),
         "pn_lobe": (rng.uniform(size=n) < 0.3).astype(np.int64),
-        "pn_strength": rng.uniform(0.45, 1.0, n),
+        "pn_strength": rng.uniform(0.6, 1.0, n),
         "pn_cy": rng.uniform(-0.25, 0.25, n),
         "pn_cx": rng.uniform(-0.35, 0.35, n),
-        "pn_r": rng.uniform(0.5, 0.85, n),
+        "pn_r": rng.uniform(0.6, 1.0, n),
         # covid: up to 6 patches per lung, peripheral and low
-        "cv_strength": rng.uniform(0.5, 1.0, n),
+        "cv_strength": rng.uniform(0.55, 1.0, n),
         "cv_count": rng.integers(max(1, count - 1), count + 2, n),
         "cv_t": rng.uniform(-0.1, 0.75, (n, 2, 7)),  # vertical position along the lung (1 = base)
         "cv_r": rng.uniform(0.16, 0.30, (n, 2, 7)),
@@ -142,8 +140,9 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
     images = np.empty((n, 1, size, size), np.float32)
     lung = np.empty((n, size, size), np.int64)
     lesion = np.empty((n, size, size), np.int64)
-    for s in range(0, n, _CHUNK):
-        e = min(n, s + _CHUNK)
+    step = chunk_size(size)
+    for s in range(0, n, step):
+        e = min(n, s + step)
         sub = {k: v[s:e] for k, v in p.items()}
         img, lg, ls = _render(sub, disease[s:e], marker_side[s:e], size, rng,
                               lesion_contrast, lesion_size, noise, dom)
@@ -172,7 +171,7 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
     return PhantomBatch(
         images=images, masks={"lung": lung, "lesion": lesion}, labels=labels, attrs=attrs,
         class_names=names,
-        mask_classes={"lung": ["background", "right lung", "left lung"], "lesion": ["background", "lesion"]},
+        mask_classes={"lung": ["background", "lung"], "lesion": ["background", "lesion"]},
         default_mask="lesion", kind="chest_xray", units="a.u.", params=params)
 
 
@@ -181,15 +180,15 @@ def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, no
     y0, x0 = grid(size)
     # patient coordinates: rotate, shift and scale the image grid
     a, sc = col(p["angle"]), col(p["scale"])
-    ca, sa = np.cos(a), np.sin(a)
-    x = ((ca * x0 - sa * y0) - col(p["tx"])) / sc
-    y = ((sa * x0 + ca * y0) - col(p["ty"])) / sc
+    ca, sa = np.cos(a) / sc, np.sin(a) / sc
+    x = ca * x0 - sa * y0 - col(p["tx"]) / sc
+    y = sa * x0 + ca * y0 - col(p["ty"]) / sc
     ax = np.abs(x)
     edge = 2.0 / size  # soft edges about one pixel wide
 
     # thorax: sloping shoulders up to the neck, straight flanks
-    half_width = 0.24 + 0.66 * np.sqrt(np.clip((y + 1.1) / 0.5, 0.0, 1.0))
-    body = soft_step(ax - half_width, 0.02)
+    half_width = 0.24 + 0.66 * np.sqrt(np.clip((y + 1.1) * 2.0, 0.0, 1.0))
+    body = ramp(ax - half_width, 0.02)
 
     # lungs: tall ellipses tilted so that the apex is medial, cut by the domes
     ry, rx = col(p["lung_ry"]), col(p["lung_rx"])
@@ -197,73 +196,76 @@ def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, no
     lungs = []
     for sign, dome_shift in ((-1.0, -0.04), (1.0, 0.0)):  # image left = patient's right
         cx = sign * 0.37
-        r = ellipse_radius(y, x, -0.08, cx, ry, rx, angle=sign * 0.1)
-        dome_y = dome + dome_shift + 0.9 * (x - cx * 0.9) ** 2 - 0.1
-        medial = soft_step(0.07 - sign * x, edge)
-        inside = soft_step(r - 1.0, edge / 0.35) * soft_step(y - dome_y, edge) * medial
+        r2 = ellipse_r2(y, x, -0.08, cx, ry, rx, angle=sign * 0.1)
+        dome_y = dome + (dome_shift - 0.1) + 0.9 * (x - cx * 0.9) ** 2
+        inside = ramp(r2 - 1.0, 2.0 * edge / 0.3)
+        inside *= ramp(y - dome_y, edge)
+        inside *= ramp(0.07 - sign * x, edge)
         lungs.append(inside)
-    heart = soft_step(ellipse_radius(y, x, 0.32, 0.1, col(p["heart_ry"]), col(p["heart_rx"]), 0.35) - 1.0, 0.03)
-    lungs = [lg * (1.0 - heart) for lg in lungs]
+    heart = ramp(ellipse_r2(y, x, 0.32, 0.1, col(p["heart_ry"]), col(p["heart_rx"]), 0.35) - 1.0, 0.06)
+    not_heart = 1.0 - heart
+    for lg in lungs:
+        lg *= not_heart
     lung_any = np.maximum(lungs[0], lungs[1])
 
     # soft tissue: brighter in the middle (thicker), bright mediastinum and spine
-    tissue = col(p["tissue_level"]) * (1.0 - 0.25 * ax ** 2)
-    spine = 0.12 * soft_step(ax - 0.07, 0.02)
-    img = 0.04 + body * (tissue + spine - 0.04)
-    trachea = 0.18 * soft_step(ax - 0.03, 0.015) * soft_step(y + 0.35, 0.04) * (y > -1.0)
-    img = img - trachea
+    img = col(p["tissue_level"]) * (1.0 - 0.25 * ax * ax)
+    img += 0.12 * ramp(ax - 0.07, 0.02)  # spine
+    img -= 0.18 * ramp(ax - 0.03, 0.015) * ramp(y + 0.35, 0.04)  # trachea
+    img = 0.04 + body * (img - 0.04)
     # clavicles
     for sign in (-1.0, 1.0):
-        clav_y = -0.7 + 0.18 * (sign * x - 0.1)
-        band = np.exp(-((y - clav_y) / 0.035) ** 2) * soft_step(sign * -x + 0.1, 0.03) * soft_step(ax - 0.65, 0.05)
-        img = img + 0.10 * band
+        d = (y - (-0.718 + 0.18 * sign * x)) * (1.0 / 0.035)
+        img += 0.10 * np.exp(-d * d) * ramp(0.1 - sign * x, 0.03) * ramp(ax - 0.65, 0.05)
 
     # vascular markings: fine texture, denser towards the hila
     texture = smooth_field(rng, m, size, cells=max(8, size // 6))
-    hilum = np.exp(-((ax - 0.22) / 0.25) ** 2 - ((y - 0.0) / 0.5) ** 2)
-    lung_tissue = col(p["lung_level"]) + 0.035 * texture + 0.06 * hilum
-    img = img * (1.0 - lung_any) + lung_tissue * lung_any
+    hilum = np.exp(-((ax - 0.22) * 4.0) ** 2 - (y * 2.0) ** 2)
+    lung_tissue = col(p["lung_level"]) + 0.025 * texture + 0.06 * hilum
+    img += lung_any * (lung_tissue - img)
 
-    # posterior ribs, visible over lungs and chest wall
-    ribs = np.zeros_like(img)
-    cage = soft_step(ellipse_radius(y, x, -0.05, 0.0, 0.78, 0.82) - 1.0, 0.05)
-    phase = col(p["rib_phase"])
-    for k in range(9):
-        rib_y = -0.78 + 0.13 * k + phase + 0.55 * (ax - 0.08) ** 2 - 0.1 * ax
-        d = (y - rib_y) / 0.035
-        ribs = ribs + np.exp(-d * d) * (ax > 0.06)
-    img = img + col(p["rib_level"]) * ribs * cage
+    # posterior ribs (nine, evenly spaced, curving down laterally), over lungs and chest wall
+    cage = ramp(ellipse_r2(y, x, -0.05, 0.0, 0.78, 0.82) - 1.0, 0.1)
+    u = (y - (0.55 * (ax - 0.08) ** 2 - 0.1 * ax) - col(p["rib_phase"]) + 0.78) * (1.0 / 0.13) + 0.5
+    frac = (u - np.floor(u) - 0.5) * (0.13 / 0.035)
+    ribs = np.exp(-frac * frac) * ((u > 0) & (u < 9) & (ax > 0.06))
+    img += col(p["rib_level"]) * ribs * cage
 
-    # pathology: an opacity map in [0, 1] per lung
+    # pathology: an opacity map in [0, 1], computed at half resolution (it is smooth)
+    half = max(16, size // 2)
+    yh, xh = grid(half)
+    def patient(sel):
+        return (ca[sel] * xh - sa[sel] * yh - col(p["tx"][sel]) / sc[sel],
+                sa[sel] * xh + ca[sel] * yh - col(p["ty"][sel]) / sc[sel])
     opac = np.zeros_like(img)
-    pn = disease == 1
-    if pn.any():
+    pn = np.flatnonzero(disease == 1)
+    if len(pn):
+        xx, yy = patient(pn)
         side = p["pn_side"][pn]
-        sign = np.where(side == 0, -1.0, 1.0)
-        lung_sel = np.where(col(side == 0), lungs[0][pn], lungs[1][pn])
-        yy, xx = y[pn] if y.shape[0] == m else y, x[pn] if x.shape[0] == m else x
-        cx = col(sign * 0.37)
+        sign = col(np.where(side == 0, -1.0, 1.0))
         # lobe: below (lower) or above (upper) an oblique fissure
-        fissure = -0.05 + 0.35 * (xx - cx) * col(sign)
+        fissure = -0.05 + 0.35 * (xx - sign * 0.37) * sign
         lower = col(p["pn_lobe"][pn] == 0)
-        lobe = np.where(lower, soft_step(fissure - yy, 0.015), soft_step(yy - fissure, 0.015))
+        lobe = ramp((fissure - yy) * (2.0 * lower - 1.0), 0.03)
         cy = np.where(p["pn_lobe"][pn] == 0, 0.2, -0.35) + 0.2 * p["pn_cy"][pn]
-        ccx = sign * 0.37 + 0.2 * p["pn_cx"][pn]
+        ccx = np.where(side == 0, -0.37, 0.37) + 0.2 * p["pn_cx"][pn]
         r = p["pn_r"][pn] * 0.42 * lesion_size
-        blob_r = ellipse_radius(yy, xx, col(cy), col(ccx), col(r * 1.1), col(r * 0.8))
-        patch = smooth_field(rng, int(pn.sum()), size, cells=4)
-        blob = soft_step(blob_r - 1.0 + 0.12 * patch, 0.18)
-        op = blob * lobe * lung_sel * (0.85 + 0.15 * smooth_field(rng, int(pn.sum()), size, cells=10))
-        opac[pn] = op * col(p["pn_strength"][pn]) * 0.30
-    cv = disease == 2
-    if cv.any():
-        k_cv = int(cv.sum())
-        yy, xx = y[cv], x[cv]
-        patch = smooth_field(rng, k_cv, size, cells=max(6, size // 8))
-        op = np.zeros((k_cv, size, size), np.float32)
+        blob_r2 = ellipse_r2(yy, xx, col(cy), col(ccx), col(r * 1.1), col(r * 0.8))
+        patch = smooth_field(rng, len(pn), half, cells=4)
+        blob = ramp(blob_r2 - 1.0 + 0.25 * patch, 0.7)
+        op = blob * lobe * (0.85 + 0.15 * smooth_field(rng, len(pn), half, cells=10))
+        op = resize(op * col(p["pn_strength"][pn] * 0.40), size)
+        lung_sel = np.where(col(side == 0), lungs[0][pn], lungs[1][pn])
+        opac[pn] = op * lung_sel
+    cv = np.flatnonzero(disease == 2)
+    if len(cv):
+        k_cv = len(cv)
+        xx, yy = patient(cv)
+        patch = smooth_field(rng, k_cv, half, cells=max(6, size // 8))
         ry_cv, rx_cv = ry[cv], rx[cv]
+        ops = []
         for li, sign in enumerate((-1.0, 1.0)):
-            acc = np.zeros_like(op)
+            acc = np.zeros((k_cv, half, half), np.float32)
             for j in range(7):
                 on = col(p["cv_count"][cv] > j)
                 t = col(p["cv_t"][cv, li, j])
@@ -271,14 +273,15 @@ def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, no
                 # peripheral: near the lateral border at that height
                 lateral = np.sqrt(np.clip(1.0 - ((cy + 0.08) / ry_cv) ** 2, 0.05, 1.0))
                 cx = sign * (0.37 + 0.7 * rx_cv * lateral)
-                rr = col(p["cv_r"][cv, li, j]) * lesion_size * rx_cv * 1.6
-                acc = np.maximum(acc, on * np.exp(-(((yy - cy) / (rr * 1.3)) ** 2 + ((xx - cx) / rr) ** 2)))
+                inv = on / (col(p["cv_r"][cv, li, j]) * lesion_size * rx_cv * 1.6)
+                dy, dx = (yy - cy) * (inv / 1.3), (xx - cx) * inv
+                np.maximum(acc, np.exp(-(dy * dy + dx * dx)) * (on > 0), out=acc)
             weight = 1.0 if li == 0 else col(p["cv_asym"][cv])
-            op = op + weight * acc * lungs[li][cv]
-        op = np.clip(op * (0.75 + 0.35 * patch), 0.0, 1.0)
-        opac[cv] = op * col(p["cv_strength"][cv]) * 0.20
+            ops.append(resize(acc * (0.75 + 0.35 * patch) * weight, size))
+        op = np.clip(ops[0] * lungs[0][cv] + ops[1] * lungs[1][cv], 0.0, 1.0)
+        opac[cv] = op * col(p["cv_strength"][cv] * 0.34)
 
-    img = img + lesion_contrast * opac
+    img += lesion_contrast * opac
 
     # laterality marker: a bright square with a notch, in a top corner
     has_marker = marker_side >= 0
@@ -286,15 +289,16 @@ def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, no
         mx = col(np.where(marker_side == 1, 0.78, -0.78))
         sq = (np.abs(y0 + 0.82) < 0.07) & (np.abs(x0 - mx) < 0.07)
         notch = (np.abs(y0 + 0.80) < 0.035) & (np.abs(x0 - mx - 0.02) < 0.035)
-        mk = (sq & ~notch) * col(has_marker)
-        img = np.where(mk > 0, 0.95, img)
+        mk = sq & ~notch & has_marker[:, None, None]
+        img[mk] = 0.95
 
     # exposure: gamma, gain and offset per image
-    img = np.clip(img, 0.0, 1.5) ** col(p["gamma"]) * col(p["gain"]) + col(p["offset"])
+    np.clip(img, 1e-3, 1.5, out=img)
+    img = np.exp(np.log(img) * col(p["gamma"])) * col(p["gain"]) + col(p["offset"])
     img = apply_domain(img, rng, dom, noise)
-    img = np.clip(img, 0.0, 1.0)
+    np.clip(img, 0.0, 1.0, out=img)
 
-    lung_mask = np.where(lungs[0] >= 0.5, 1, np.where(lungs[1] >= 0.5, 2, 0)).astype(np.int64)
-    opac_norm = opac / np.maximum(opac.max(axis=(1, 2), keepdims=True), 1e-6)
-    lesion_mask = ((opac_norm > 0.3) & (opac > 0.02) & (lung_mask > 0)).astype(np.int64)
+    lung_mask = (lung_any >= 0.5).astype(np.int64)
+    peak = np.maximum(opac.max(axis=(1, 2), keepdims=True), 1e-6)
+    lesion_mask = ((opac > 0.3 * peak) & (opac > 0.02) & (lung_mask > 0)).astype(np.int64)
     return img, lung_mask, lesion_mask

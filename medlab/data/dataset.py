@@ -1,0 +1,164 @@
+"""Torch datasets over phantoms and arrays, and reproducible train/val/test splits.
+
+Every dataset medlab hands to a lesson yields ``(image, target)`` pairs:
+
+* ``image``: float32 tensor ``(C, H, W)`` (clips: ``(T, C, H, W)``), values
+  roughly in ``[0, 1]``; CT phantoms are windowed from HU (``window``
+  argument, default the wide window -1100..+400 HU) unless ``window=None``.
+* ``target``: int64 scalar class index (``target="label"``) or int64 ``(H, W)``
+  label map (``target="mask"`` or a mask name).
+
+and has ``class_names`` (the names of the target's values) and, for phantoms,
+``batch`` (the :class:`PhantomBatch`, with ``attrs`` for per-sample analysis).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..errors import ParameterError
+
+__all__ = ["ArrayDataset", "PhantomDataset", "make_splits", "PHANTOM_KINDS", "split_seeds"]
+
+#: The phantom kinds :func:`make_splits` knows, with their generator's name.
+PHANTOM_KINDS = ("chest_xray", "ct_slice", "lung_ultrasound", "lung_ultrasound_clips", "us_nodule")
+_KIND_ALIASES = {"cxr": "chest_xray", "chest": "chest_xray", "ct": "ct_slice", "lus": "lung_ultrasound",
+                 "lung_us": "lung_ultrasound", "lus_clips": "lung_ultrasound_clips", "nodule": "us_nodule",
+                 "thyroid": "us_nodule"}
+
+
+class ArrayDataset(Dataset):
+    """A dataset over in-memory arrays: images ``(N, C, H, W)`` and targets.
+
+    Args:
+        images: float array or tensor ``(N, C, H, W)`` (or ``(N, T, C, H, W)``).
+        targets: int array ``(N,)`` (labels) or ``(N, H, W)`` (masks).
+        class_names: names of the target values.
+        transform: optional callable applied to the image tensor.
+        joint_transform: optional callable ``(image, target) -> (image, target)``
+            applied after ``transform`` (for segmentation augmentation that must
+            move image and mask together).
+        meta: optional dict of per-sample arrays (kept as ``.meta``).
+    """
+
+    def __init__(self, images, targets, class_names, transform: Callable | None = None,
+                 joint_transform: Callable | None = None, meta: dict | None = None):
+        images = torch.as_tensor(np.ascontiguousarray(images) if isinstance(images, np.ndarray) else images)
+        targets = torch.as_tensor(np.ascontiguousarray(targets) if isinstance(targets, np.ndarray) else targets)
+        if images.shape[0] != targets.shape[0]:
+            raise ParameterError(f"{images.shape[0]} images but {targets.shape[0]} targets")
+        self.images = images.float()
+        self.targets = targets.long()
+        self.class_names = list(class_names)
+        self.transform = transform
+        self.joint_transform = joint_transform
+        self.meta = meta or {}
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __getitem__(self, i):
+        image, target = self.images[i], self.targets[i]
+        if self.transform is not None:
+            image = self.transform(image)
+        if self.joint_transform is not None:
+            image, target = self.joint_transform(image, target)
+        return image, target
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Targets as a NumPy array (handy for class counts and metrics)."""
+        return self.targets.numpy()
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(n={len(self)}, image={tuple(self.images.shape[1:])}, "
+                f"target={tuple(self.targets.shape[1:]) or 'label'}, classes={self.class_names})")
+
+
+class PhantomDataset(ArrayDataset):
+    """A :class:`PhantomBatch` as a torch dataset.
+
+    Args:
+        batch: the phantoms.
+        target: ``"label"`` (image class), ``"mask"`` (the batch's default mask)
+            or the name of a mask (for example ``"lung"``).
+        transform, joint_transform: as in :class:`ArrayDataset`.
+        window: for CT (HU) phantoms, the display window mapping HU to [0, 1]:
+            a name from ``CT_WINDOWS``, a ``(level, width)`` pair, or None to
+            keep HU. Default ``"wide"`` (-1100 to +400 HU: lung and soft tissue
+            both visible). Ignored for other modalities.
+    """
+
+    def __init__(self, batch, target: str = "label", transform: Callable | None = None,
+                 joint_transform: Callable | None = None, window="wide"):
+        from .phantoms import window as _window
+
+        images = batch.images
+        if batch.units == "HU" and window is not None:
+            level, width = (window, None) if isinstance(window, str) else window
+            images = _window(images, level, width)
+        if target == "label":
+            targets, names = batch.labels, batch.class_names
+        else:
+            name = batch.default_mask if target == "mask" else target
+            targets = batch.mask(name)
+            names = batch.mask_classes.get(name, [])
+        super().__init__(images, targets, names, transform, joint_transform, meta=batch.attrs)
+        self.batch = batch
+        self.target = target
+
+
+def split_seeds(seed: int) -> dict[str, int]:
+    """The generator seeds of the train, val and test splits derived from ``seed``.
+
+    Uses NumPy's ``SeedSequence.spawn``, so the three streams are independent
+    and never equal to ``seed`` or to each other.
+    """
+    children = np.random.SeedSequence(int(seed)).spawn(3)
+    return {name: int(c.generate_state(1)[0]) for name, c in zip(("train", "val", "test"), children)}
+
+
+def make_splits(kind: str, n_train: int, n_val: int, n_test: int, size: int = 64, seed: int = 0,
+                target: str = "label", transform: Callable | None = None,
+                joint_transform: Callable | None = None, **knobs) -> dict[str, PhantomDataset]:
+    """Train, validation and test :class:`PhantomDataset` of one phantom kind.
+
+    Each split is generated from its own seed (:func:`split_seeds`), so the
+    splits are reproducible, disjoint (no image appears in two splits) and a
+    split's images do not change when another split's size does.
+
+    Args:
+        kind: ``chest_xray``, ``ct_slice``, ``lung_ultrasound``,
+            ``lung_ultrasound_clips`` or ``us_nodule`` (aliases ``cxr``, ``ct``,
+            ``lus``, ``nodule``).
+        n_train, n_val, n_test: split sizes.
+        size: image side in pixels.
+        seed: the experiment's seed.
+        target: ``"label"``, ``"mask"`` or a mask name (see :class:`PhantomDataset`).
+        transform, joint_transform: applied to the training split only.
+        **knobs: passed to the generator (difficulty and domain knobs).
+
+    Returns:
+        ``{"train": ..., "val": ..., "test": ...}``.
+    """
+    from . import phantoms
+
+    name = _KIND_ALIASES.get(kind, kind)
+    if name not in PHANTOM_KINDS:
+        raise ParameterError(f"unknown phantom kind {kind!r}; known kinds: {', '.join(PHANTOM_KINDS)}")
+    window = knobs.pop("window", "wide")
+    generator = getattr(phantoms, name)
+    seeds = split_seeds(seed)
+    out = {}
+    for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
+        try:
+            batch = generator(n, size=size, seed=seeds[split], **knobs)
+        except TypeError as exc:
+            raise ParameterError(f"{name}: {exc}") from None
+        out[split] = PhantomDataset(batch, target=target, window=window,
+                                    transform=transform if split == "train" else None,
+                                    joint_transform=joint_transform if split == "train" else None)
+    return out

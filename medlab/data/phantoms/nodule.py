@@ -1,0 +1,236 @@
+"""Ultrasound nodule phantoms (thyroid or breast): benign against malignant, with the nodule mask.
+
+A linear-probe B-mode image (display intensity in ``[0, 1]``) of a thyroid
+lobe or a breast with one nodule, for the segment-then-classify lesson (Ma et
+al. 2017). The classes differ by the features of the ACR TI-RADS and BI-RADS
+lexicons, drawn from overlapping distributions so that no single feature
+decides:
+
+benign
+    oval, wider than tall, smooth margin, iso- to mildly hypoechoic, sometimes
+    a thin hypoechoic halo, posterior enhancement, rarely a microcalcification.
+malignant
+    irregular, lobulated or spiculated margin, often taller than wide,
+    markedly hypoechoic, punctate microcalcifications, often posterior shadowing.
+
+``attrs["severity"]`` is a TI-RADS-like level (1 to 5) from the points the
+nodule's drawn features score (echogenicity, shape, margin, echogenic foci).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import ParameterError
+from .ultrasound import speckle_field
+from ._common import (PhantomBatch, apply_domain, balanced_labels, blur, check_common, check_range,
+                      chunk_size, col, domain_args, grid, ramp, smooth_field)
+
+__all__ = ["us_nodule", "NODULE_CLASSES", "tirads_level"]
+
+NODULE_CLASSES = ["benign", "malignant"]
+ORGANS = ("thyroid", "breast")
+_MAX_CALC = 12
+
+
+def tirads_level(points) -> np.ndarray:
+    """ACR TI-RADS level (1 to 5) from points: 0 TR1, 1-2 TR2, 3 TR3, 4-6 TR4, 7+ TR5."""
+    pts = np.asarray(points)
+    return np.select([pts <= 0, pts <= 2, pts == 3, pts <= 6], [1, 2, 3, 4], 5).astype(np.int64)
+
+
+def us_nodule(n: int, size: int = 64, seed: int = 0, *, organ: str = "thyroid",
+              lesion_contrast: float = 1.0, lesion_size: float = 1.0, count: float = 1.0,
+              noise: float = 0.04, speckle: float = 0.8, overlap: float = 0.35,
+              domain="A", intensity_scale=None, intensity_offset=None, blur=None,
+              noise_texture=None, resolution=None) -> PhantomBatch:
+    """Generate ``n`` ultrasound images of a nodule, benign or malignant, with its mask.
+
+    Args:
+        n: number of images; benign and malignant are balanced.
+        size: side of the square images in pixels.
+        seed: seed of the only random generator used.
+        organ: ``thyroid`` (strap muscles, carotid artery, homogeneous gland) or
+            ``breast`` (subcutaneous fat, Cooper's ligaments, fibroglandular tissue).
+        lesion_contrast: difficulty: scale of the nodule's echogenicity difference from the gland.
+        lesion_size: difficulty: scale of the nodule's size (1: about a fifth of the width).
+        count: difficulty: scale of the number of microcalcifications.
+        noise: additive noise std (display units).
+        speckle: speckle strength, 0 to 1.
+        overlap: difficulty in ``[0, 1]``: how much the two classes' feature
+            distributions overlap (0 textbook cases, 1 no difference in
+            distribution except through the label noise of real life).
+        domain, intensity_scale, intensity_offset, blur, noise_texture, resolution:
+            scanner knobs (see :class:`Domain`).
+
+    Returns:
+        :class:`PhantomBatch` with ``images`` ``(n, 1, size, size)`` in [0, 1];
+        mask ``nodule`` (0/1, the default); attrs ``lesion_area`` (fraction of
+        the image), ``aspect`` (width / height; below 1 is taller than wide),
+        ``irregularity`` (margin roughness, 0 smooth), ``spiculated`` (0/1),
+        ``halo`` (0/1, a thin hypoechoic rim), ``n_calcifications``, ``echogenicity`` (nodule / gland echo ratio),
+        ``severity`` (TI-RADS-like level 1-5), ``domain``.
+    """
+    n, size = check_common(n, size)
+    if organ not in ORGANS:
+        raise ParameterError(f"organ must be one of {ORGANS}, not {organ!r}")
+    lesion_contrast = check_range("lesion_contrast", lesion_contrast, 0.0, 3.0)
+    lesion_size = check_range("lesion_size", lesion_size, 0.3, 2.5)
+    count = check_range("count", count, 0.0, 3.0)
+    noise = check_range("noise", noise, 0.0, 1.0)
+    speckle = check_range("speckle", speckle, 0.0, 1.0)
+    overlap = check_range("overlap", overlap, 0.0, 1.0)
+    dom = domain_args(domain, intensity_scale, intensity_offset, blur, noise_texture, resolution)
+
+    rng = np.random.default_rng(seed)
+    labels = balanced_labels(n, 2, rng)
+    mal = labels == 1
+    # each feature: with probability `overlap` drawn from the other class's distribution
+    def feature(benign_draw, malignant_draw):
+        swap = rng.uniform(size=n) < overlap * 0.5
+        as_mal = mal ^ swap
+        return np.where(as_mal, malignant_draw, benign_draw), as_mal
+
+    aspect, _ = feature(np.clip(rng.normal(1.55, 0.25, n), 1.05, 2.3), np.clip(rng.normal(0.85, 0.18, n), 0.55, 1.2))
+    irregular, _ = feature(rng.uniform(0.0, 0.035, n), rng.uniform(0.06, 0.16, n))
+    spic, _ = feature(np.zeros(n), (rng.uniform(size=n) < 0.5).astype(float) * rng.uniform(0.12, 0.3, n))
+    # benign: hyperechoic or mildly hypoechoic (never quite isoechoic, so every nodule can be outlined)
+    benign_echo = np.where(rng.uniform(size=n) < 0.5, rng.uniform(1.2, 1.5, n), rng.uniform(0.6, 0.85, n))
+    echo, _ = feature(benign_echo, rng.uniform(0.3, 0.55, n))
+    n_calc, _ = feature((rng.uniform(size=n) < 0.1) * rng.integers(1, 3, n),
+                        (rng.uniform(size=n) < 0.75) * rng.integers(3, 10, n))
+    n_calc = np.clip(np.round(n_calc * count), 0, _MAX_CALC).astype(np.int64)
+    posterior, _ = feature(rng.uniform(1.05, 1.3, n), np.where(rng.uniform(size=n) < 0.5, rng.uniform(0.5, 0.8, n), 1.0))
+    halo = (~mal) & (rng.uniform(size=n) < 0.4)
+    p = {
+        "aspect": aspect, "irregular": irregular, "spic": spic, "echo": echo, "n_calc": n_calc,
+        "posterior": posterior, "halo": halo,
+        "r0": rng.uniform(0.18, 0.3, n) * lesion_size,
+        "cy": rng.uniform(0.45, 0.6, n), "cx": rng.uniform(-0.35, 0.35, n),
+        "angle": rng.uniform(-0.25, 0.25, n),
+        "harm_amp": rng.uniform(0.3, 1.0, (n, 6)), "harm_phase": rng.uniform(0, 2 * np.pi, (n, 6)),
+        "spic_k": rng.integers(5, 11, n), "spic_phase": rng.uniform(0, 2 * np.pi, n),
+        "calc_r": np.sqrt(rng.uniform(0, 0.7, (n, _MAX_CALC))), "calc_t": rng.uniform(0, 2 * np.pi, (n, _MAX_CALC)),
+        "gain": rng.uniform(0.75, 1.25, n), "atten": rng.uniform(0.2, 0.8, n),
+        "gland": rng.uniform(0.45, 0.6, n),
+        "layer": rng.uniform(0.15, 0.3, n) if organ == "thyroid" else rng.uniform(0.25, 0.4, n),
+        "carotid_x": np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0) * rng.uniform(0.7, 0.85, n),
+    }
+    images = np.empty((n, 1, size, size), np.float32)
+    mask = np.empty((n, size, size), np.int64)
+    step = chunk_size(size)
+    for s in range(0, n, step):
+        e = min(n, s + step)
+        sub = {k: v[s:e] for k, v in p.items()}
+        img, mk = _render(sub, size, rng, organ, lesion_contrast, noise, speckle, dom)
+        images[s:e, 0], mask[s:e] = img, mk
+
+    points = (np.where(echo < 0.5, 3, np.where(echo < 0.85, 2, 1))  # very hypo / hypo / iso-hyper
+              + 3 * (aspect < 1.0)  # taller than wide
+              + 2 * ((irregular > 0.05) | (spic > 0))  # irregular or lobulated margin
+              + 3 * (n_calc > 0))  # punctate echogenic foci
+    attrs = {
+        "lesion_area": (mask.sum(axis=(1, 2)) / float(size * size)).astype(np.float32),
+        "aspect": aspect.astype(np.float32),
+        "irregularity": (irregular + spic).astype(np.float32),
+        "spiculated": (spic > 0).astype(np.int64),
+        "halo": halo.astype(np.int64),
+        "n_calcifications": n_calc,
+        "echogenicity": echo.astype(np.float32),
+        "severity": tirads_level(points),
+        "domain": np.full(n, dom.id, np.int64),
+    }
+    params = dict(n=n, size=size, seed=seed, organ=organ, lesion_contrast=lesion_contrast, lesion_size=lesion_size,
+                  count=count, noise=noise, speckle=speckle, overlap=overlap, domain=dom)
+    return PhantomBatch(
+        images=images, masks={"nodule": mask}, labels=labels, attrs=attrs,
+        class_names=list(NODULE_CLASSES), mask_classes={"nodule": ["background", "nodule"]},
+        default_mask="nodule", kind="us_nodule", units="a.u.", params=params)
+
+
+def _render(p, size, rng, organ, lesion_contrast, noise, speckle, dom):
+    m = len(p["aspect"])
+    yy, x = grid(size)
+    d = (yy + 1.0) / 2.0  # depth 0 (skin) .. 1
+    edge = 2.0 / size
+
+    # background layers: skin, subcutaneous layer / strap muscles, gland, deep tissue
+    tex = smooth_field(rng, m, size, cells=max(6, size // 8))
+    layer_end = col(p["layer"])
+    skin = np.exp(-((d - 0.025) * size / 1.5) ** 2) * 0.6
+    if organ == "thyroid":
+        sub = 0.22 + 0.03 * tex  # strap muscles: hypoechoic, striated
+        sub = sub + 0.06 * (np.sin(d * 90.0 + 0.4 * tex) > 0.6)
+        gland = col(p["gland"]) + 0.04 * tex
+        deep = 0.18
+    else:
+        sub = 0.2 + 0.05 * tex  # subcutaneous fat lobules
+        # Cooper's ligaments: bright oblique curves
+        sub = sub + 0.45 * (np.abs(np.sin((x * 3.0 + d * 6.0) * 2.0 + 1.5 * tex)) < 0.15)
+        gland = col(p["gland"]) + 0.1 * tex
+        deep = 0.25
+    in_gland = ramp(layer_end - d, edge) * ramp(d - 0.85, 0.04)
+    amp = sub * (1 - in_gland) + gland * in_gland
+    amp = amp * ramp(0.85 - d, 0.04) + deep * ramp(d - 0.85, 0.04)
+    amp = amp + skin
+    if organ == "thyroid":
+        # carotid artery at one side: anechoic, with posterior enhancement below it
+        r2 = ((x - col(p["carotid_x"])) / 0.16) ** 2 + ((d - 0.45) / 0.14) ** 2
+        amp = amp * (1 - 0.92 * ramp(r2 - 1.0, 0.25))
+
+    # nodule boundary in polar coordinates around its centre
+    a = col(p["angle"])
+    sx = col(p["r0"] * np.sqrt(p["aspect"]))  # half-width
+    sy = col(p["r0"] / np.sqrt(p["aspect"]))  # half-height
+    dx, dy = x - col(p["cx"]), (d - col(p["cy"])) * 2.0
+    u = (np.cos(a) * dx + np.sin(a) * dy) / sx
+    v = (-np.sin(a) * dx + np.cos(a) * dy) / sy
+    rho = np.sqrt(u * u + v * v)
+    phi = np.arctan2(v, u)
+    border = 1.0 + np.zeros_like(rho)
+    irr = col(p["irregular"])
+    for j, k in enumerate((2, 3, 4, 5, 7, 9)):
+        border += irr * col(p["harm_amp"][:, j] / (1 + 0.3 * j)) * np.cos(k * phi + col(p["harm_phase"][:, j]))
+    sp = p["spic"] > 0
+    if sp.any():
+        wav = np.cos(col(p["spic_k"]) * phi + col(p["spic_phase"]) + 0.6 * np.sin(2 * phi))
+        border += col(p["spic"]) * np.clip(wav, 0, 1) ** 6
+    # edge width in rho units: about one pixel
+    e_rho = edge / np.minimum(sx, sy)
+    inside = ramp(rho - border, 2 * e_rho)
+    nodule_mask = inside >= 0.5
+
+    echo = 1.0 + lesion_contrast * (col(p["echo"]) - 1.0)
+    inner_tex = 1.0 + 0.06 * smooth_field(rng, m, size, cells=max(8, size // 5))
+    amp = amp * (1 - inside) + inside * amp * echo * inner_tex
+    # halo: a thin hypoechoic rim (benign)
+    if p["halo"].any():
+        rim = ramp(np.abs(rho - border) - 0.08, 2 * e_rho) * col(p["halo"])
+        amp = amp * (1 - 0.5 * lesion_contrast * rim)
+    # posterior features: enhancement (>1) or shadowing (<1) in a column below the nodule
+    below = ramp(np.abs(dx) - sx * 0.8, 0.05) * ramp(col(p["cy"]) + sy / 2 - d, 0.03) * (1 - inside)
+    amp = amp * (1 + below * (col(p["posterior"]) - 1) * lesion_contrast)
+
+    # microcalcifications: bright punctate foci inside the nodule
+    calc = np.zeros_like(amp)
+    on = np.arange(_MAX_CALC)[None] < p["n_calc"][:, None]
+    if on.any():
+        cr, ct = p["calc_r"], p["calc_t"]
+        cu, cv = cr * np.cos(ct), cr * np.sin(ct)
+        ang = p["angle"][:, None]
+        sxv, syv = sx[:, 0, 0][:, None], sy[:, 0, 0][:, None]
+        px = p["cx"][:, None] + np.cos(ang) * cu * sxv - np.sin(ang) * cv * syv
+        py = p["cy"][:, None] + (np.sin(ang) * cu * sxv + np.cos(ang) * cv * syv) / 2.0
+        ix = np.clip(((px + 1) / 2 * size).astype(int), 0, size - 1)
+        iy = np.clip((py * size).astype(int), 0, size - 1)
+        idx = np.broadcast_to(np.arange(m)[:, None], ix.shape)
+        np.add.at(calc, (idx[on], iy[on], ix[on]), 1.0)
+        calc = np.clip(blur(calc, 0.5 * max(1.0, size / 96)) * 4.0, 0, 1) * nodule_mask
+
+    # speckle, attenuation, gain, log compression
+    env = speckle_field(rng, (m, size, size), lateral_passes=2 if size >= 64 else 1)
+    amp = amp * ((1 - speckle) + speckle * env) + 1.2 * calc
+    amp = amp * np.exp(-col(p["atten"]) * d) * col(p["gain"])
+    img = np.log1p(8.0 * np.clip(amp, 0, None)) / np.log1p(8.0 * 1.2)
+    img = apply_domain(img, rng, dom, noise)
+    np.clip(img, 0.0, 1.0, out=img)
+    return img, nodule_mask.astype(np.int64)
