@@ -59,8 +59,9 @@ NPY, NPZ
 
 Errors: a missing, empty, truncated, corrupt or unsupported file raises
 :class:`~medlab.errors.ImageReadError` naming the path and the problem.
-Nonsense spacing (zero, negative, NaN or missing) gives ``spacing=None`` and a
-warning naming the file.
+Nonsense spacing (zero, negative, NaN, the wrong number of values) gives
+``spacing=None`` and a warning naming the file; a DICOM without PixelSpacing
+(usual for ultrasound) gives ``spacing=None`` quietly.
 """
 from __future__ import annotations
 
@@ -348,7 +349,9 @@ def _read_dicom(path: Path) -> Image:
 
     spacing = None
     pixel_spacing = _dicom_attr(ds, "PixelSpacing")
-    if pixel_spacing is None or len(pixel_spacing) != 2:
+    if pixel_spacing is None:
+        pass  # usual for ultrasound and secondary captures: unknown, nothing to warn about
+    elif not hasattr(pixel_spacing, "__len__") or len(pixel_spacing) != 2:
         warnings.warn(f"{path}: no usable PixelSpacing in the DICOM header ({pixel_spacing!r}); spacing set to None",
                       UserWarning, stacklevel=3)
     else:
