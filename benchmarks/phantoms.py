@@ -24,7 +24,6 @@ Segmentation: a small U-Net (2 levels) trained a few epochs; Dice on the test se
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from medlab.data import phantoms as P  # noqa: E402
+from medlab.runtime import cpu_model  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -65,16 +65,6 @@ SEG_TASKS = {
     "chest_xray: lung": ("chest_xray", "lung", 1),
     "us_nodule: nodule": ("us_nodule", "nodule", 1),
 }
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from medlab.models import build_classifier
+from medlab.runtime import cpu_model
 from medlab.train import fit
 
 RESULT = Path(__file__).parent / "results" / "train_overhead.md"
@@ -83,16 +84,6 @@ def timed(fn):
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def cpu_name():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def build(name):
@@ -245,7 +236,7 @@ def main(argv=None):
         + f" --batch-size {args.batch_size} --epochs {args.epochs} "
         f"--repeats {args.repeats} --probe-repeats {args.probe_repeats} --threads {args.threads}`",
         "",
-        f"- machine: {cpu_name()}, {os.cpu_count()} logical cores, {args.threads} torch thread(s), no GPU",
+        f"- machine: {cpu_model()}, {os.cpu_count()} logical cores, {args.threads} torch thread(s), no GPU",
         f"- software: Python {platform.python_version()}, torch {torch.__version__}",
         f"- batch {args.batch_size}, {args.epochs} epochs, "
         "AdamW (lr 1e-3, weight decay 0.01), validation loss every epoch, in-memory data, no workers",

@@ -9,7 +9,7 @@ from importlib import metadata
 
 from .errors import ParameterError
 
-__all__ = ["choose_device", "seed_everything", "set_deterministic", "environment", "environment_report"]
+__all__ = ["cpu_model", "choose_device", "seed_everything", "set_deterministic", "environment", "environment_report"]
 
 REPORTED_PACKAGES = (
     "medlab", "torch", "torchvision", "numpy", "scipy", "scikit-learn", "matplotlib",
@@ -119,7 +119,7 @@ def environment(device: str = "auto") -> dict:
     info = {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
@@ -131,7 +131,8 @@ def environment(device: str = "auto") -> dict:
     return info
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The processor's model name (from /proc/cpuinfo on Linux), for reports and benchmark results."""
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
