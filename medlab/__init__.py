@@ -40,8 +40,13 @@ def record(**metrics):
 
 
 def __getattr__(name):
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"{__name__}.{name}")
-        globals()[name] = module
-        return module
+    if not name.startswith("_"):
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":  # the submodule exists but one of its imports is missing
+                raise
+        else:
+            globals()[name] = module
+            return module
     raise AttributeError(f"module 'medlab' has no attribute {name!r}")

@@ -18,15 +18,24 @@ Profiles:
     A course lab with a CUDA GPU: full sizes.
 ``auto``
     ``gpu`` when CUDA is available, otherwise ``cpu``.
+
+The environment variable ``MEDLAB_PROFILE_OVERRIDES`` (a JSON object, for
+example ``{"n_train": 48, "epochs": 1}``) replaces fields of whichever profile
+is resolved. It exists to check a profile's code path (the ``gpu`` profile's
+ResNet-18 and 128-pixel images, say) on a machine too small to run it in full.
 """
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from dataclasses import dataclass, field
 
 from .errors import ParameterError
 
-__all__ = ["Profile", "PROFILES", "resolve", "names"]
+__all__ = ["Profile", "PROFILES", "OVERRIDES_VARIABLE", "resolve", "names"]
+
+OVERRIDES_VARIABLE = "MEDLAB_PROFILE_OVERRIDES"
 
 
 @dataclass(frozen=True)
@@ -129,8 +138,13 @@ def resolve(name: str = "auto", cuda_available: bool | None = None) -> Profile:
         cuda_available: for ``auto``, whether a CUDA GPU is there; by default
             ``torch.cuda.is_available()`` decides.
 
+    Fields named in the environment variable ``MEDLAB_PROFILE_OVERRIDES``
+    (a JSON object) replace the profile's own.
+
     Raises:
-        ParameterError: ``name`` is not a known profile; the message lists them.
+        ParameterError: ``name`` is not a known profile (the message lists
+            them), or ``MEDLAB_PROFILE_OVERRIDES`` is not a JSON object of known
+            fields.
     """
     if isinstance(name, Profile):
         return name
@@ -145,4 +159,20 @@ def resolve(name: str = "auto", cuda_available: bool | None = None) -> Profile:
         raise ParameterError(
             f"unknown profile {name!r}; valid profiles are {', '.join(names())}"
         )
-    return PROFILES[key]
+    return _apply_overrides(PROFILES[key])
+
+
+def _apply_overrides(profile: Profile) -> Profile:
+    """``profile`` with the fields from ``MEDLAB_PROFILE_OVERRIDES`` replaced."""
+    text = os.environ.get(OVERRIDES_VARIABLE, "").strip()
+    if not text:
+        return profile
+    try:
+        changes = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParameterError(
+            f"{OVERRIDES_VARIABLE} must be a JSON object such as '{{\"n_train\": 48}}', got {text!r} ({exc})"
+        ) from None
+    if not isinstance(changes, dict):
+        raise ParameterError(f"{OVERRIDES_VARIABLE} must be a JSON object of profile fields, got {text!r}")
+    return profile.replace(**changes)

@@ -17,7 +17,7 @@ from . import metrics as _metrics
 from .errors import ParameterError
 
 __all__ = [
-    "image_grid", "mask_overlay", "plot_roc", "plot_confusion_matrix", "plot_learning_curves",
+    "image_grid", "mask_overlay", "cam_overlay", "plot_roc", "plot_confusion_matrix", "plot_learning_curves",
     "plot_calibration", "CLASS_COLOURS",
 ]
 
@@ -87,6 +87,49 @@ def image_grid(images, titles: Sequence[str] | None = None, ncols: int = 4, cmap
             continue
         ax.imshow(images[i], cmap=cmap if images[i].ndim == 2 else None, vmin=vmin, vmax=vmax,
                   interpolation="nearest")
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def cam_overlay(images, cams, titles: Sequence[str] | None = None, ncols: int = 4, alpha: float = 0.45,
+                suptitle: str | None = None, panel_size: float = 2.5, cmap: str = "jet"):
+    """Heat maps (Grad-CAM or any saliency in [0, 1]) drawn over their images.
+
+    Args:
+        images: (N, H, W) or (N, 1, H, W) array or tensor, or a sequence of 2D
+            images; each is shown in grey, scaled to its own min-max.
+        cams: (N, H, W) maps in [0, 1] (as :func:`medlab.explain.grad_cam`
+            returns them), the same height and width as the images.
+        titles: one title per panel.
+        alpha: opacity of the heat map (0 shows only the image).
+    """
+    images = [_as_image(im) for im in images]
+    cams = [np.asarray(c, dtype=float) for c in cams]
+    if not images:
+        raise ParameterError("cam_overlay needs at least one image")
+    if len(cams) != len(images):
+        raise ParameterError(f"{len(cams)} maps for {len(images)} images")
+    for im, cam in zip(images, cams):
+        if cam.shape != im.shape[:2]:
+            raise ParameterError(f"a map of shape {cam.shape} cannot lie over an image of shape {im.shape[:2]}; "
+                                 "compute it with grad_cam(..., upsample=True)")
+    if titles is not None and len(titles) != len(images):
+        raise ParameterError(f"{len(titles)} titles for {len(images)} images")
+    if not 0.0 <= alpha <= 1.0:
+        raise ParameterError(f"alpha must be between 0 and 1, got {alpha}")
+    ncols = max(1, min(ncols, len(images)))
+    nrows = int(np.ceil(len(images) / ncols))
+    fig = _figure((panel_size * ncols, panel_size * nrows + (0.4 if suptitle else 0)))
+    axes = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    for i, ax in enumerate(axes):
+        ax.axis("off")
+        if i >= len(images):
+            continue
+        ax.imshow(images[i], cmap="gray" if images[i].ndim == 2 else None, interpolation="nearest")
+        ax.imshow(cams[i], cmap=cmap, vmin=0.0, vmax=1.0, alpha=alpha, interpolation="bilinear")
         if titles is not None:
             ax.set_title(str(titles[i]), fontsize=9)
     if suptitle:

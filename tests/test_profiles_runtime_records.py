@@ -38,6 +38,20 @@ def test_profile_replace_refuses_unknown_fields():
         profiles.resolve("cpu").replace(epoch=2)
 
 
+def test_overrides_from_the_environment_replace_fields(monkeypatch):
+    monkeypatch.setenv(profiles.OVERRIDES_VARIABLE, '{"n_train": 48, "epochs": 1}')
+    gpu = profiles.resolve("gpu")
+    assert (gpu.n_train, gpu.epochs, gpu.classifier) == (48, 1, profiles.PROFILES["gpu"].classifier)
+    assert profiles.PROFILES["gpu"].n_train != 48  # the table itself is untouched
+
+
+@pytest.mark.parametrize("text, fragment", [('{"bogus": 1}', "bogus"), ("[1, 2]", "JSON object"), ("{n_train", "JSON")])
+def test_bad_overrides_name_the_variable_and_the_problem(monkeypatch, text, fragment):
+    monkeypatch.setenv(profiles.OVERRIDES_VARIABLE, text)
+    with pytest.raises(ParameterError, match=fragment):
+        profiles.resolve("cpu")
+
+
 def test_choose_device():
     assert runtime.choose_device("auto").type in ("cpu", "cuda", "mps")
     assert runtime.choose_device("CPU") == torch.device("cpu")
