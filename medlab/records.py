@@ -136,6 +136,14 @@ def _clean(name: str, value, ctx: Context):
     raise ParameterError(f"metric {name!r} has type {type(value).__name__}; record numbers, strings, booleans or small lists of them")
 
 
+def _profile_overrides() -> dict | None:
+    """The profile fields replaced through ``MEDLAB_PROFILE_OVERRIDES``, or None."""
+    from .profiles import OVERRIDES_VARIABLE
+
+    text = os.environ.get(OVERRIDES_VARIABLE, "").strip()
+    return json.loads(text) if text else None
+
+
 def record(**metrics) -> Path:
     """Add ``metrics`` to the lesson's ``metrics.json`` and return its path.
 
@@ -152,6 +160,7 @@ def record(**metrics) -> Path:
     document = {
         "notebook": ctx.notebook,
         "profile": ctx.profile.name,
+        "profile_overrides": _profile_overrides(),
         "seed": ctx.seed,
         "device": str(ctx.device),
         "params": {k: _clean(k, v, ctx) if not isinstance(v, dict) else str(v) for k, v in ctx.params.items()},

@@ -7,7 +7,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from medlab import runner
+from medlab import profiles, runner
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 LESSONS = sorted(NOTEBOOKS.glob("*.ipynb"))
@@ -73,3 +73,29 @@ def test_smoke_run_writes_the_report(smoke_run):
         assert name in page
         assert (out / result.html).is_file()
     assert f"{len(results)} of {len(results)} notebooks passed" in (out / "summary.md").read_text()
+
+
+#: The gpu profile's code path (ResNet-18, its batch size, DataLoader workers) on sizes a CPU runs in seconds.
+GPU_WIRING_OVERRIDES = {"n_train": 48, "n_val": 16, "n_test": 32, "epochs": 1, "image_size": 32, "seeds": 1,
+                        "bootstrap": 50, "num_workers": 2}
+
+
+@pytest.fixture(scope="module")
+def gpu_wiring_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpu-wiring")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(profiles.OVERRIDES_VARIABLE, json.dumps(GPU_WIRING_OVERRIDES))
+        results = runner.run_notebooks(profile="gpu", params={"DEVICE": "cpu"}, out=out, folder=NOTEBOOKS,
+                                       jobs=2, timeout=600)
+    return out, {r.notebook: r for r in results}
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_lesson_runs_the_gpu_profile_code_path_on_a_cpu(gpu_wiring_run, path):
+    out, results = gpu_wiring_run
+    result = results[path.stem]
+    assert result.status == "passed", f"{path.stem}: {result.status}: {result.error}\nsee {out / path.stem}"
+    recorded = json.loads((out / path.stem / "metrics.json").read_text())
+    assert recorded["profile"] == "gpu" and recorded["device"] == "cpu"
+    assert recorded["profile_overrides"] == GPU_WIRING_OVERRIDES

@@ -54,6 +54,16 @@ def test_metric_below_expectation_makes_the_notebook_short(lessons, tmp_path):
     assert results[0].checks == [{"metric": "score", "value": 0.4, "min": 0.9, "max": 1.1, "ok": False}]
 
 
+def test_overridden_profile_is_recorded_and_its_expectations_are_not_applied(lessons, tmp_path, monkeypatch):
+    monkeypatch.setenv("MEDLAB_PROFILE_OVERRIDES", '{"n_train": 3}')
+    out = tmp_path / "r"
+    results = runner.run_notebooks(["01_good"], profile="smoke", params={"RATE": 0.2}, out=out,
+                                   folder=lessons, timeout=120)
+    assert (results[0].status, results[0].checks, results[0].profile_overrides) == ("passed", [], {"n_train": 3})
+    assert json.loads((out / "01_good" / "metrics.json").read_text())["profile_overrides"] == {"n_train": 3}
+    assert "not checked: profile fields overridden" in (out / "summary.md").read_text()
+
+
 def test_timeout_stops_the_notebook_and_its_kernel(lessons, tmp_path):
     started = time.perf_counter()
     results = runner.run_notebooks(["03_slow"], profile="smoke", out=tmp_path / "r", folder=lessons, timeout=15)
