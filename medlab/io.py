@@ -68,6 +68,7 @@ from __future__ import annotations
 import gzip
 import math
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -217,7 +218,7 @@ def _sniff_format(path: Path) -> str:
         try:
             with gzip.open(path, "rb") as fh:
                 inner = fh.read(4)
-        except (OSError, EOFError) as err:
+        except (OSError, EOFError, zlib.error) as err:
             raise ImageReadError(path, f"gzip file is truncated or corrupt ({err})") from err
         if _nifti_sizeof_hdr(inner):
             return "NIfTI"

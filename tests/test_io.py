@@ -225,6 +225,13 @@ def test_truncated_nifti_gz(tmp_path):
     assert err.__cause__ is not None
 
 
+def test_gzip_with_a_corrupt_stream(tmp_path):
+    path = tmp_path / "vol.nii.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00" + bytes(6) + np.random.default_rng(1).integers(0, 256, 512, dtype=np.uint8).tobytes())
+    err = assert_read_error(path, "gzip", "corrupt")
+    assert err.__cause__ is not None
+
+
 def test_truncated_png(tmp_path):
     path = tmp_path / "cut.png"
     PILImage.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)).save(path)
