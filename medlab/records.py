@@ -85,9 +85,30 @@ def setup(notebook: str, profile="auto", seed: int = 0, device: str = "auto", ou
     out.mkdir(parents=True, exist_ok=True)
     _CURRENT = Context(notebook=notebook, profile=resolved, seed=seed, device=dev, output_dir=out,
                        params=dict(params or {}))
+    show_figures_inline()
     if not quiet:
         print(runtime.environment_report(str(dev), resolved))
     return _CURRENT
+
+
+def show_figures_inline() -> bool:
+    """In a notebook, show a returned or ``display``-ed matplotlib ``Figure`` as an image.
+
+    ``medlab.viz`` builds figures without pyplot, so no backend shows them by
+    itself; this registers IPython's PNG formatter for ``Figure`` (what
+    ``%matplotlib inline`` also does) without changing the backend a user
+    chose. Returns False outside an IPython kernel, where there is nothing to do.
+    """
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import select_figure_formats
+    except ImportError:
+        return False
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return False
+    select_figure_formats(shell, {"png"}, bbox_inches="tight")
+    return True
 
 
 def current() -> Context:

@@ -96,9 +96,13 @@ def notebook_parameters(path) -> dict:
 
     Read from the cell tagged ``parameters`` with papermill's inspector.
     """
+    import nbformat
     import papermill
 
-    declared = papermill.inspect_notebook(str(path))
+    notebook = nbformat.read(str(path), as_version=4)
+    # papermill reads the language from the kernelspec; a notebook saved without one is Python here
+    notebook.metadata.setdefault("kernelspec", {"name": "python3", "language": "python", "display_name": "Python 3"})
+    declared = papermill.inspect_notebook(notebook)
     result = {}
     for name, info in declared.items():
         try:
@@ -300,7 +304,7 @@ def _child_main(job_text: str) -> int:
     status, error = "passed", None
     try:
         papermill.execute_notebook(job["source"], str(executed), parameters=job["params"],
-                                   kernel_name=KERNEL_NAME, cwd=job["cwd"], progress_bar=False,
+                                   kernel_name=KERNEL_NAME, language="python", cwd=job["cwd"], progress_bar=False,
                                    log_output=True, execution_timeout=int(job["timeout"]),
                                    request_save_on_cell_execute=True)
     except PapermillExecutionError as err:

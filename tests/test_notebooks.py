@@ -66,6 +66,19 @@ def test_lesson_passes_its_smoke_expectations(smoke_run, path):
 
 
 @pytest.mark.notebooks
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_lesson_figures_show_as_images_not_as_text(smoke_run, path):
+    out, results = smoke_run
+    executed = nbformat.read(out / results[path.stem].executed, as_version=4)
+    outputs = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs]
+    images = [o for o in outputs if "image/png" in o.get("data", {})]
+    text_only = [o for o in outputs if "image/png" not in o.get("data", {})
+                 and str(o.get("data", {}).get("text/plain", "")).startswith("<Figure size")]
+    assert images, f"{path.stem}: no figure was shown"
+    assert not text_only, f"{path.stem}: {len(text_only)} figure(s) shown as text; is medlab.setup called first?"
+
+
+@pytest.mark.notebooks
 def test_smoke_run_writes_the_report(smoke_run):
     out, results = smoke_run
     page = (out / "index.html").read_text()
