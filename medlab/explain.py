@@ -36,15 +36,18 @@ def default_layer(model: nn.Module) -> tuple[str, nn.Module]:
 
     The last stage of the feature extractor: ``layer4`` of a ResNet,
     ``features`` of a DenseNet, EfficientNet, MobileNet or medlab's
-    ``SmallCNN``; otherwise the last ``Conv2d`` in the model.
+    ``SmallCNN``, also when the network is wrapped (``model.layer4``);
+    otherwise the last ``Conv2d`` in the model.
 
     Raises:
         ParameterError: the model has no convolution to explain.
     """
     modules = dict(model.named_modules())
-    for name in ("layer4", "features"):
-        if name in modules and any(isinstance(m, nn.Conv2d) for m in modules[name].modules()):
-            return name, modules[name]
+    for stage in ("layer4", "features"):  # also inside a wrapper, as in "model.features"
+        found = [(name, m) for name, m in modules.items() if name.split(".")[-1] == stage
+                 and any(isinstance(c, nn.Conv2d) for c in m.modules())]
+        if found:
+            return min(found, key=lambda item: item[0].count("."))
     convs = [(name, m) for name, m in modules.items() if isinstance(m, nn.Conv2d)]
     if not convs:
         raise ParameterError(f"{type(model).__name__} has no Conv2d layer; Grad-CAM needs a convolutional layer")

@@ -58,6 +58,8 @@ def test_matches_captum_on_a_resnet_layer4():
 def test_default_layer_is_the_last_feature_stage():
     assert explain.default_layer(_small_cnn())[0] == "features"
     assert explain.default_layer(build_classifier("resnet18", num_classes=2))[0] == "layer4"
+    wrapped = nn.Sequential(nn.Identity(), _small_cnn())
+    assert explain.default_layer(wrapped)[0] == "1.features"
     plain = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3), nn.Flatten(), nn.LazyLinear(2))
     assert explain.default_layer(plain)[0] == "2"
     with pytest.raises(ParameterError, match="no Conv2d"):
