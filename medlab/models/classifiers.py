@@ -257,6 +257,7 @@ def build_classifier(name: str, num_classes: int, in_channels: int = 1, weights=
             file in the cache.
     """
     key = str(name).lower()
+    key = "small_cnn" if key in ("smallcnn", "small-cnn") else key  # the profiles spell it "smallcnn"
     if key not in CLASSIFIERS:
         raise ParameterError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
     for label, value in (("num_classes", num_classes), ("in_channels", in_channels)):
