@@ -5,6 +5,7 @@
     medlab report DIR
     medlab doctor
     medlab data list|fetch NAME|verify NAME
+    medlab bench [--grid smoke|cpu|gpu|full|auto] [--device D] [--compile|--no-compile] [--out FILE.json]
 """
 from __future__ import annotations
 
@@ -38,6 +39,29 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("out", help="a run folder written by 'medlab run'")
 
     sub.add_parser("doctor", help="print the environment and what is missing")
+
+    p_bench = sub.add_parser("bench", help="measure throughput and memory of the models and the data path",
+                             description="Measure images per second and peak memory for training and inference "
+                                         "(with and without mixed precision, channels_last, torch.compile), "
+                                         "phantom generation and the DataLoader; write JSON and print tables.")
+    p_bench.add_argument("--grid", default="auto", choices=["auto", "smoke", "cpu", "gpu", "full"],
+                         help="what to measure: smoke (seconds), cpu (a few minutes on 2 cores), gpu (the gpu "
+                              "lesson's grid), full (the whole grid, for a GPU); auto: full on CUDA, else cpu "
+                              "(default)")
+    p_bench.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: auto)")
+    compile_group = p_bench.add_mutually_exclusive_group()
+    compile_group.add_argument("--compile", dest="compile", action="store_const", const=True, default="auto",
+                               help="measure the torch.compile cases (default: all grids but smoke)")
+    compile_group.add_argument("--no-compile", dest="compile", action="store_const", const=False,
+                               help="record the torch.compile cases as skipped")
+    p_bench.add_argument("--model", action="append", choices=["small_cnn", "resnet18", "densenet121", "unet"],
+                         help="keep only this model (repeatable)")
+    p_bench.add_argument("--mode", action="append", choices=["train", "infer"], help="keep only this mode")
+    p_bench.add_argument("--repeats", type=int, help="timed repeats per case (default: the grid's)")
+    p_bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p_bench.add_argument("--out", default="bench.json", help="JSON results file (default: bench.json)")
+    p_bench.add_argument("--markdown", help="also write the tables to this Markdown file")
+    p_bench.add_argument("--quiet", action="store_true", help="no progress bar and no per-row lines")
 
     p_data = sub.add_parser("data", help="list, fetch and verify data sets", add_help=False)
     p_data.add_argument("rest", nargs=argparse.REMAINDER)
@@ -97,7 +121,33 @@ def _cmd_data(args) -> int:
     return data_cli.main(args.rest)
 
 
-COMMANDS = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "doctor": _cmd_doctor, "data": _cmd_data}
+def _cmd_bench(args) -> int:
+    import torch
+
+    from . import bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from .runtime import choose_device
+
+    device = choose_device(args.device)
+    grid = args.grid if args.grid != "auto" else ("full" if device.type == "cuda" else "cpu")
+    results = bench.run(grid, device=device, compile=args.compile, progress=not args.quiet,
+                        models=args.model, modes=args.mode, repeats=args.repeats, out=args.out,
+                        log=None if args.quiet else print)
+    text = results.markdown()
+    print()
+    print(text)
+    if args.markdown:
+        from pathlib import Path
+
+        Path(args.markdown).write_text(f"# medlab bench\n\n{text}\n")
+    print(f"results: {args.out}" + (f", {args.markdown}" if args.markdown else ""))
+    return 0
+
+
+COMMANDS = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "doctor": _cmd_doctor, "data": _cmd_data,
+            "bench": _cmd_bench}
 
 
 def main(argv=None) -> int:
