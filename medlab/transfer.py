@@ -39,6 +39,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,21 +174,12 @@ def build_model(arch: str, num_classes: int = 2, in_channels: int = 1, width: in
 
 
 def _read_state(weights) -> dict:
-    if isinstance(weights, dict):
-        state = weights
-    else:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise ParameterError(f"weights file {str(path)!r} does not exist; PRETRAINING must be 'imagenet', "
-                                 "'phantom' or the path of a saved state_dict or medlab checkpoint")
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    if not isinstance(state, dict):
-        raise ParameterError(f"weights must hold a state_dict, got {type(state).__name__}")
-    from .models.classifiers import _strip_prefixes
+    from .models.classifiers import read_state_dict
 
-    return _strip_prefixes(state)
+    if isinstance(weights, (str, os.PathLike)) and not Path(weights).expanduser().is_file():
+        raise ParameterError(f"weights file {str(weights)!r} does not exist; PRETRAINING must be 'imagenet', "
+                             "'phantom' or the path of a saved state_dict or medlab checkpoint")
+    return read_state_dict(weights)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,11 +15,12 @@ from .classifiers import (
     count_parameters,
     freeze_backbone,
     load_weights,
+    read_state_dict,
     unfreeze,
 )
 from .unet import UNet
 
 __all__ = [
     "CLASSIFIERS", "SmallCNN", "UNet", "WeightsNotFoundError", "adapt_input_channels", "build_classifier",
-    "count_parameters", "freeze_backbone", "load_weights", "unfreeze",
+    "count_parameters", "freeze_backbone", "load_weights", "read_state_dict", "unfreeze",
 ]

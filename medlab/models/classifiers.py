@@ -32,6 +32,7 @@ from ..errors import DataNotFoundError, ParameterError
 
 __all__ = [
     "CLASSIFIERS", "SmallCNN", "WeightsNotFoundError", "adapt_input_channels", "build_classifier", "load_weights",
+    "read_state_dict",
     "freeze_backbone", "unfreeze", "count_parameters",
 ]
 
@@ -133,17 +134,16 @@ def _strip_prefixes(state: dict) -> dict:
     return cleaned
 
 
-def load_weights(model: nn.Module, weights, strict: bool = True) -> nn.Module:
-    """Load a state dict, a path to one, or a path to a medlab checkpoint into ``model``.
+def read_state_dict(weights) -> dict:
+    """The state dict in ``weights``: a dict, a saved ``state_dict`` file or a medlab checkpoint.
 
     Files are read with ``torch.load(..., map_location="cpu", weights_only=True)``:
     plain tensors and containers only, never arbitrary pickled code. A
-    medlab checkpoint is recognised by its ``"model"`` entry. Returns ``model``.
+    medlab checkpoint is recognised by its ``"model"`` entry; ``module.`` and
+    ``_orig_mod.`` key prefixes (DataParallel, torch.compile) are removed.
 
     Raises:
-        ParameterError: the file does not exist, or its tensors do not fit the
-            model (the message lists mismatched keys; check ``num_classes`` and
-            ``in_channels``).
+        ParameterError: the file does not exist or holds no state dict.
     """
     if isinstance(weights, (str, os.PathLike)):
         path = Path(weights).expanduser()
@@ -158,7 +158,20 @@ def load_weights(model: nn.Module, weights, strict: bool = True) -> nn.Module:
         state = state["model"]
     if not isinstance(state, dict):
         raise ParameterError(f"weights must hold a state_dict (a dict of tensors), got {type(state).__name__}")
-    state = _strip_prefixes(state)
+    return _strip_prefixes(state)
+
+
+def load_weights(model: nn.Module, weights, strict: bool = True) -> nn.Module:
+    """Load a state dict, a path to one, or a path to a medlab checkpoint into ``model``.
+
+    The weights are read by :func:`read_state_dict`. Returns ``model``.
+
+    Raises:
+        ParameterError: the file does not exist, or its tensors do not fit the
+            model (the message lists mismatched keys; check ``num_classes`` and
+            ``in_channels``).
+    """
+    state = read_state_dict(weights)
     try:
         model.load_state_dict(state, strict=strict)
     except RuntimeError as error:
