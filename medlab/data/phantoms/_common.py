@@ -355,6 +355,23 @@ def chunk_size(size: int, pixels: int = 2 ** 18) -> int:
     return max(4, pixels // (size * size))
 
 
+def render_in_chunks(params: dict, n: int, step: int, render, outputs, rows_per_item: int = 1) -> None:
+    """Render ``n`` phantoms ``step`` at a time into preallocated ``outputs``.
+
+    ``render(sub, start, stop)`` receives the per-phantom parameters of items
+    ``start`` to ``stop - 1`` (every array in ``params`` sliced along its first
+    axis) and returns one array per output; rows
+    ``start * rows_per_item`` to ``stop * rows_per_item`` of each output
+    receive it (``rows_per_item`` is the number of frames per clip).
+    """
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        sub = {k: v[start:stop] for k, v in params.items()}
+        rows = slice(start * rows_per_item, stop * rows_per_item)
+        for out, part in zip(outputs, render(sub, start, stop), strict=True):
+            out[rows] = part
+
+
 def ellipse_radius(y, x, cy, cx, ry, rx, angle=0.0) -> np.ndarray:
     """Normalised elliptic radius: < 1 inside the ellipse, 1 on its border.
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from ...errors import ParameterError
 from ._common import (PhantomBatch, apply_domain, balanced_labels, check_common, check_range, chunk_size,
-                      col, domain_args, ellipse_r2, grid, ramp, resize, smooth_field)
+                      col, domain_args, ellipse_r2, grid, ramp, render_in_chunks, resize, smooth_field)
 
 __all__ = ["chest_xray", "CXR_CLASSES"]
 
@@ -140,13 +140,10 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
     images = np.empty((n, 1, size, size), np.float32)
     lung = np.empty((n, size, size), np.int64)
     lesion = np.empty((n, size, size), np.int64)
-    step = chunk_size(size)
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        sub = {k: v[s:e] for k, v in p.items()}
-        img, lg, ls = _render(sub, disease[s:e], marker_side[s:e], size, rng,
-                              lesion_contrast, lesion_size, noise, dom)
-        images[s:e, 0], lung[s:e], lesion[s:e] = img, lg, ls
+    render_in_chunks(p, n, chunk_size(size),
+                     lambda sub, s, e: _render(sub, disease[s:e], marker_side[s:e], size, rng,
+                                               lesion_contrast, lesion_size, noise, dom),
+                     (images[:, 0], lung, lesion))
 
     lung_px = np.maximum((lung > 0).sum(axis=(1, 2)), 1)
     lesion_px = lesion.sum(axis=(1, 2))

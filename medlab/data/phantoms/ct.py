@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ._common import (PhantomBatch, apply_domain, balanced_labels, blur, check_common, check_range,
-                      chunk_size, col, domain_args, ellipse_r2, grid, ramp, smooth_field)
+                      chunk_size, col, domain_args, ellipse_r2, grid, ramp, render_in_chunks, smooth_field)
 
 __all__ = ["ct_slice", "CT_CLASSES", "mosmed_band"]
 
@@ -109,12 +109,9 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
     images = np.empty((n, 1, size, size), np.float32)
     lung = np.empty((n, size, size), np.int64)
     lesion = np.empty((n, size, size), np.int64)
-    step = chunk_size(size)
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        sub = {k: v[s:e] for k, v in p.items()}
-        img, lg, ls = _render(sub, labels[s:e], size, rng, lesion_contrast, count, noise, dom)
-        images[s:e, 0], lung[s:e], lesion[s:e] = img, lg, ls
+    render_in_chunks(p, n, chunk_size(size),
+                     lambda sub, s, e: _render(sub, labels[s:e], size, rng, lesion_contrast, count, noise, dom),
+                     (images[:, 0], lung, lesion))
 
     lung_px = np.maximum(lung.sum(axis=(1, 2)), 1)
     lesion_px = (lesion > 0).sum(axis=(1, 2))

@@ -23,7 +23,7 @@ import numpy as np
 from ...errors import ParameterError
 from .ultrasound import speckle_field
 from ._common import (PhantomBatch, apply_domain, balanced_labels, blur, check_common, check_range,
-                      chunk_size, col, domain_args, grid, ramp, smooth_field)
+                      chunk_size, col, domain_args, grid, ramp, render_in_chunks, smooth_field)
 
 __all__ = ["us_nodule", "NODULE_CLASSES", "tirads_level"]
 
@@ -117,12 +117,9 @@ def us_nodule(n: int, size: int = 64, seed: int = 0, *, organ: str = "thyroid",
     }
     images = np.empty((n, 1, size, size), np.float32)
     mask = np.empty((n, size, size), np.int64)
-    step = chunk_size(size)
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        sub = {k: v[s:e] for k, v in p.items()}
-        img, mk = _render(sub, size, rng, organ, lesion_contrast, noise, speckle, dom)
-        images[s:e, 0], mask[s:e] = img, mk
+    render_in_chunks(p, n, chunk_size(size),
+                     lambda sub, s, e: _render(sub, size, rng, organ, lesion_contrast, noise, speckle, dom),
+                     (images[:, 0], mask))
 
     points = (np.where(echo < 0.5, 3, np.where(echo < 0.85, 2, 1))  # very hypo / hypo / iso-hyper
               + 3 * (aspect < 1.0)  # taller than wide

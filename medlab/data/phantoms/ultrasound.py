@@ -27,7 +27,7 @@ import numpy as np
 
 from ...errors import ParameterError
 from ._common import (PhantomBatch, apply_domain, balanced_labels, blur, check_common, check_range,
-                      chunk_size, col, domain_args, ellipse_r2, ramp)
+                      chunk_size, col, domain_args, ellipse_r2, ramp, render_in_chunks)
 
 __all__ = ["lung_ultrasound", "lung_ultrasound_clips", "LUS_CLASSES"]
 
@@ -125,13 +125,10 @@ def _generate(n, frames, size, seed, probe, lesion_contrast, lesion_size, count,
     frame_scores = np.empty(t_total, np.int64)
     n_b = np.empty(t_total, np.int64)
     step = max(1, chunk_size(size, 2 ** 17) // frames)  # clips per chunk
-    for s in range(0, n, step):
-        e = min(n, s + step)
-        sub = {k: v[s:e] for k, v in p.items()}
-        img, fnd, sec, fs, nb = _render_clips(sub, labels[s:e], frames, size, rng, lesion_contrast,
-                                              noise, speckle, dom)
-        sl = slice(s * frames, e * frames)
-        images[sl], findings[sl], sector[sl], frame_scores[sl], n_b[sl] = img, fnd, sec, fs, nb
+    render_in_chunks(p, n, step,
+                     lambda sub, s, e: _render_clips(sub, labels[s:e], frames, size, rng, lesion_contrast,
+                                                     noise, speckle, dom),
+                     (images, findings, sector, frame_scores, n_b), rows_per_item=frames)
 
     consolidation = (findings == 4).astype(np.int64)
     area = float(size * size)
