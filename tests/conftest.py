@@ -31,3 +31,11 @@ def notebook_factory(tmp_path):
 
     factory.folder = folder
     return factory
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """Tests use tiny tensors: one torch thread is fastest and leaves the other core to the notebook kernels."""
+    import torch
+
+    torch.set_num_threads(1)

@@ -11,7 +11,6 @@ import torch
 from medlab import bench
 from medlab.errors import ParameterError
 
-torch.set_num_threads(1)
 
 TINY = dict(warmup=1, repeats=3, steps=1)
 

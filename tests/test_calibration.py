@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from medlab import calibration, metrics
 from medlab.errors import ParameterError
 
-torch.set_num_threads(1)
 
 
 def _overconfident(n=4000, k=3, scale=4.0, seed=0):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from medlab import cascade, profiles
 from medlab.errors import ParameterError
@@ -86,7 +85,6 @@ def test_load_nodule_data_refuses_sources_without_outlines():
 
 
 def test_the_comparison_and_error_propagation_run_end_to_end():
-    torch.set_num_threads(1)
     P = profiles.resolve("smoke").replace(n_train=16, n_val=12, n_test=12, image_size=32, bootstrap=10)
     data = cascade.load_nodule_data("phantom", P, seed=0)
     assert data["train"][1].dtype == bool and data["train"][1].any()

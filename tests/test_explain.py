@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from medlab import explain, viz
 from medlab.errors import ParameterError
@@ -15,7 +14,6 @@ from medlab.models import build_classifier
 
 captum_attr = pytest.importorskip("captum.attr", reason="captum (the reference implementation) is in the dev extra")
 
-torch.set_num_threads(1)
 
 
 def _small_cnn(seed=0, num_classes=3):

@@ -2,7 +2,6 @@
 and on copies that the tests corrupt."""
 from __future__ import annotations
 
-import gzip
 import os
 import warnings
 
@@ -15,7 +14,7 @@ from PIL import Image as PILImage
 from pydicom.data import get_testdata_file
 
 from medlab import errors
-from medlab.io import WINDOWS, Image, ImageReadError, read_image, window
+from medlab.io import WINDOWS, ImageReadError, read_image, window
 
 
 def dicom(name: str) -> str:

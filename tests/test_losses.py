@@ -10,13 +10,6 @@ from medlab.errors import ParameterError
 
 monai_losses = pytest.importorskip("monai.losses")
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 

@@ -11,13 +11,6 @@ from medlab import models
 from medlab.errors import DataNotFoundError, ParameterError
 from medlab.models import UNet, build_classifier, count_parameters, freeze_backbone, unfreeze
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 

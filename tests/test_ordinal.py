@@ -131,7 +131,6 @@ def test_cam_targets_point_at_the_last_threshold_passed():
 
 
 def test_a_tiny_ordinal_model_trains_and_predicts_clips():
-    torch.set_num_threads(1)
     from torch.utils.data import DataLoader
 
     from medlab.data import make_splits, phantoms

@@ -17,7 +17,6 @@ import torch.nn.functional as F
 from medlab import robustness
 from medlab.errors import ParameterError
 
-torch.set_num_threads(1)
 
 
 def _linear_model(seed=0, c=1, h=6, w=6, classes=3):

@@ -11,7 +11,6 @@ from medlab.errors import ParameterError
 from medlab.explain import grad_cam
 from medlab.models import SmallCNN
 
-torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ from medlab import profiles
 from medlab import segmentation as seg
 from medlab.errors import ParameterError
 
-torch.set_num_threads(1)
 
 
 # ---------------------------------------------------------------------------------------------

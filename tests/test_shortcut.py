@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from medlab import shortcut
@@ -12,7 +11,6 @@ from medlab.errors import ParameterError
 from medlab.metrics import auroc
 from medlab.profiles import PROFILES
 
-torch.set_num_threads(1)
 
 TINY = PROFILES["smoke"].replace(n_train=30, n_val=12, n_test=30, image_size=32)
 

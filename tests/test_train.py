@@ -15,13 +15,6 @@ from medlab.errors import ParameterError
 from medlab.models import SmallCNN, UNet
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other processes for cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def toy_data(n=48, size=12, seed=0):

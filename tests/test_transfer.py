@@ -12,7 +12,6 @@ from medlab.errors import ParameterError
 from medlab.models import WeightsNotFoundError
 from medlab.profiles import PROFILES
 
-torch.set_num_threads(1)
 
 TINY = dict(steps=2, lr=1e-2, lr_finetune=3e-3, width=4)
 

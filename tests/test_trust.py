@@ -8,7 +8,6 @@ import torch
 from medlab import profiles, trust
 from medlab.errors import ParameterError
 
-torch.set_num_threads(1)
 
 TINY = profiles.PROFILES["smoke"].replace(n_train=8, n_val=4, n_test=6, image_size=32)
 
