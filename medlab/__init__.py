@@ -15,9 +15,9 @@ import importlib
 __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "bench", "calibration", "cascade", "cli", "data", "errors", "examples", "explain", "io", "losses", "metrics",
+    "bench", "calibration", "cascade", "checks", "cli", "data", "errors", "examples", "explain", "io", "losses", "metrics",
     "models", "ordinal", "profiles", "records", "robustness", "runner", "runtime", "sanity", "segmentation",
-    "shortcut", "train", "transfer", "trust", "viz", "widgets",
+    "shortcut", "student", "train", "transfer", "trust", "viz", "widgets",
 }
 
 __all__ = ["__version__", "setup", "record", *sorted(_SUBMODULES)]

@@ -6,6 +6,7 @@
     medlab doctor
     medlab data list|fetch NAME|verify NAME
     medlab bench [--grid smoke|cpu|gpu|full|auto] [--device D] [--compile|--no-compile] [--out FILE.json]
+    medlab student [NOTEBOOK ...] [--out DIR]
 """
 from __future__ import annotations
 
@@ -34,6 +35,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_run.add_argument("--jobs", type=int, default=1, help="notebooks run at the same time (default: 1)")
     p_run.add_argument("--timeout", type=float, default=1200, help="seconds per notebook (default: 1200)")
     p_run.add_argument("--notebooks", dest="folder", help="folder of the notebooks (default: ./notebooks)")
+
+    p_student = sub.add_parser("student", help="write student copies: each exercise's solution replaced by a stub")
+    p_student.add_argument("notebooks", nargs="*", help="notebook names or number prefixes (default: all)")
+    p_student.add_argument("--out", default="students", help="folder for the copies (default: ./students)")
+    p_student.add_argument("--notebooks", dest="folder", default="notebooks",
+                           help="folder of the solution notebooks (default: ./notebooks)")
 
     p_report = sub.add_parser("report", help="re-render summary.md and index.html of a run folder")
     p_report.add_argument("out", help="a run folder written by 'medlab run'")
@@ -146,7 +153,16 @@ def _cmd_bench(args) -> int:
     return 0
 
 
-COMMANDS = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "doctor": _cmd_doctor, "data": _cmd_data,
+def _cmd_student(args) -> int:
+    from .student import write_student_copies
+
+    written = write_student_copies(args.folder, args.out, args.notebooks or None)
+    for name, keys in written.items():
+        print(f"{args.out}/{name}: {len(keys)} exercise(s) {', '.join(keys)}")
+    return 0
+
+
+COMMANDS = {"student": _cmd_student, "list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "doctor": _cmd_doctor, "data": _cmd_data,
             "bench": _cmd_bench}
 
 

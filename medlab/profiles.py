@@ -19,9 +19,15 @@ Profiles:
 ``auto``
     ``gpu`` when CUDA is available, otherwise ``cpu``.
 
+Each lesson's own knobs (its learning rates, its grid of training-set sizes,
+the difficulty of its phantoms) are data too, in :data:`LESSON_KNOBS`, one
+dictionary per lesson and profile; a lesson reads them with
+``P.knobs("01_transfer_learning")`` (``medlab.setup`` puts them in ``ctx.knobs``).
+
 The environment variable ``MEDLAB_PROFILE_OVERRIDES`` (a JSON object, for
 example ``{"n_train": 48, "epochs": 1}``) replaces fields of whichever profile
-is resolved. It exists to check a profile's code path (the ``gpu`` profile's
+is resolved; its key ``"lessons"`` replaces single knobs of single lessons,
+for example ``{"lessons": {"01_transfer_learning": {"sizes": [12, 48]}}}``. It exists to check a profile's code path (the ``gpu`` profile's
 ResNet-18 and 128-pixel images, say) on a machine too small to run it in full.
 """
 from __future__ import annotations
@@ -33,7 +39,7 @@ from dataclasses import dataclass, field
 
 from .errors import ParameterError
 
-__all__ = ["Profile", "PROFILES", "OVERRIDES_VARIABLE", "resolve", "names"]
+__all__ = ["Profile", "PROFILES", "LESSON_KNOBS", "OVERRIDES_VARIABLE", "resolve", "names"]
 
 OVERRIDES_VARIABLE = "MEDLAB_PROFILE_OVERRIDES"
 
@@ -59,7 +65,7 @@ class Profile:
     seeds: int  # repeats with different seeds where a lesson averages
     bootstrap: int  # bootstrap resamples for confidence intervals
     num_workers: int  # DataLoader workers
-    extra: dict = field(default_factory=dict)  # lesson-specific knobs
+    lessons: dict = field(default_factory=dict)  # lesson name -> that lesson's knobs (see LESSON_KNOBS)
 
     def replace(self, **changes) -> "Profile":
         """Return a copy with some fields changed (unknown names are refused)."""
@@ -70,6 +76,14 @@ class Profile:
                 f"unknown profile field(s) {unknown}; valid fields are {sorted(valid)}"
             )
         return dataclasses.replace(self, **changes)
+
+    def knobs(self, lesson: str) -> dict:
+        """A copy of ``lesson``'s own knobs in this profile (``{}`` for a lesson that has none).
+
+        Args:
+            lesson: the notebook's name, e.g. ``"01_transfer_learning"``.
+        """
+        return json.loads(json.dumps(self.lessons.get(lesson, {})))
 
     def as_dict(self) -> dict:
         """The profile as a plain dictionary (for printing and records)."""
@@ -125,6 +139,16 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+#: Each lesson's own knobs, per profile: plain numbers, strings and lists, read by the
+#: lesson with ``ctx.knobs`` (or ``P.knobs(name)``). A lesson with no entry has no knobs.
+LESSON_KNOBS: dict[str, dict[str, dict]] = {
+}
+
+for _name, _profile in PROFILES.items():
+    PROFILES[_name] = _profile.replace(lessons={lesson: dict(per_profile.get(_name, {}))
+                                                for lesson, per_profile in LESSON_KNOBS.items()})
+
+
 def names() -> list[str]:
     """The names :func:`resolve` accepts, ``auto`` included."""
     return [*PROFILES, "auto"]
@@ -175,4 +199,17 @@ def _apply_overrides(profile: Profile) -> Profile:
         ) from None
     if not isinstance(changes, dict):
         raise ParameterError(f"{OVERRIDES_VARIABLE} must be a JSON object of profile fields, got {text!r}")
+    lessons = changes.pop("lessons", None)
+    if lessons is not None:
+        if not isinstance(lessons, dict) or not all(isinstance(v, dict) for v in lessons.values()):
+            raise ParameterError(f"{OVERRIDES_VARIABLE}: 'lessons' must map lesson names to objects of knobs, "
+                                 f"got {lessons!r}")
+        merged = {name: dict(knobs) for name, knobs in profile.lessons.items()}
+        for name, knobs in lessons.items():
+            unknown = sorted(set(knobs) - set(merged.get(name, {})))
+            if unknown:
+                raise ParameterError(f"{OVERRIDES_VARIABLE}: lesson {name!r} has no knob(s) {unknown}; "
+                                     f"its knobs are {sorted(merged.get(name, {}))}")
+            merged[name].update(knobs)
+        changes["lessons"] = merged
     return profile.replace(**changes)

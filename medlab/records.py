@@ -48,6 +48,11 @@ class Context:
     nonfinite: list = field(default_factory=list)
 
     @property
+    def knobs(self) -> dict:
+        """This lesson's own knobs in the resolved profile (see :data:`medlab.profiles.LESSON_KNOBS`)."""
+        return self.profile.knobs(self.notebook)
+
+    @property
     def metrics_path(self) -> Path:
         """Where :func:`record` writes."""
         return self.output_dir / METRICS_FILE
@@ -109,6 +114,12 @@ def show_figures_inline() -> bool:
         return False
     select_figure_formats(shell, {"png"}, bbox_inches="tight")
     return True
+
+
+def _exercise_results() -> dict:
+    """``{exercise: "passed" | "failed: ..."}`` for the exercises checked in this kernel so far."""
+    module = sys.modules.get("medlab.checks")
+    return dict(module.RESULTS) if module is not None else {}
 
 
 def current() -> Context:
@@ -191,6 +202,7 @@ def record(**metrics) -> Path:
         "peak_memory_mb": peak_memory_mb(),
         "metrics": ctx.metrics,
         "nonfinite": ctx.nonfinite,
+        "exercises": _exercise_results(),
     }
     path = ctx.metrics_path
     tmp = path.with_suffix(".json.tmp")

@@ -236,6 +236,7 @@ class NotebookResult:
     metrics: dict = field(default_factory=dict)
     parameters: dict = field(default_factory=dict)
     profile_overrides: dict | None = None  # fields replaced through MEDLAB_PROFILE_OVERRIDES, if any
+    exercises: dict = field(default_factory=dict)  # exercise -> "passed" or "failed: why" (medlab.checks)
 
 
 def _write_kernelspec(root: Path) -> Path:
@@ -372,6 +373,7 @@ def _apply_checks(result: NotebookResult, out: Path, expected: dict) -> None:
         if result.peak_memory_mb is None:
             result.peak_memory_mb = document.get("peak_memory_mb")
         result.profile_overrides = document.get("profile_overrides")
+        result.exercises = document.get("exercises") or {}
     if result.profile_overrides:
         expected = {}  # the expectations are for the profile as published, not for a shrunken copy of it
     result.checks = check_metrics(result.metrics, expected)
@@ -386,6 +388,10 @@ def _apply_checks(result: NotebookResult, out: Path, expected: dict) -> None:
         result.status = "short"
         failed = [row["metric"] for row in result.checks if not row["ok"]]
         result.error = "below expectations: " + ", ".join(failed)
+    wrong = {name: verdict for name, verdict in result.exercises.items() if verdict != "passed"}
+    if wrong:  # a solution notebook whose own answer fails its check is broken
+        result.status = "failed"
+        result.error = "exercise check(s) failed: " + "; ".join(f"{k}: {v}" for k, v in wrong.items())
 
 
 def run_notebooks(names=None, profile: str = "cpu", params: dict | None = None, out="runs/latest",

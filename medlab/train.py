@@ -44,7 +44,7 @@ from .losses import get_loss
 from .runtime import choose_device, seed_everything
 
 __all__ = [
-    "History", "Predictions", "fit", "train_one_epoch", "evaluate", "predict", "save_checkpoint",
+    "History", "Predictions", "fit", "train_one_epoch", "evaluate", "predict", "predict_masks", "save_checkpoint",
     "load_checkpoint", "resolve_amp",
 ]
 
@@ -369,6 +369,32 @@ def predict(model, loader, device="auto", amp="auto", channels_last="auto", acti
     _, y_prob, y_true = _run_inference(model, loader, device, dtype, cl, None, keep_outputs=True,
                                        activation=activation, progress=progress, desc="predict")
     return Predictions(y_prob, y_true)
+
+
+def predict_masks(model, data, batch_size: int = 64, device="auto", amp="auto", channels_last="auto",
+                  progress=False) -> np.ndarray:
+    """Label maps from a segmentation network: the most probable class of every pixel.
+
+    Args:
+        model: a network whose output is ``(N, C, H, W)`` logits (or ``(N, C, D, H, W)``).
+        data: a DataLoader, a Dataset, or an array / tensor of images ``(N, C, H, W)``.
+
+    Returns:
+        int64 NumPy array ``(N, H, W)`` in the order of ``data``. For a
+        two-class network, ``predict_masks(...) == 1`` is the foreground mask.
+    """
+    from .data.dataset import make_loader
+
+    if isinstance(data, (np.ndarray, torch.Tensor)):
+        images = torch.as_tensor(np.asarray(data, dtype=np.float32) if isinstance(data, np.ndarray) else data)
+        if images.dim() < 4:
+            raise ParameterError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        data = make_loader((images,), batch_size)
+    elif not isinstance(data, torch.utils.data.DataLoader):
+        data = make_loader(data, batch_size)
+    logits, _ = predict(model, data, device=device, amp=amp, channels_last=channels_last, activation=None,
+                        progress=progress)
+    return logits.argmax(axis=1).astype(np.int64)
 
 
 # ======================================================================================

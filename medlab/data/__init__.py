@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 
 __all__ = [
-    "PhantomBatch", "PhantomDataset", "ArrayDataset", "make_splits", "load_source",
+    "PhantomBatch", "PhantomDataset", "ArrayDataset", "make_splits", "make_loader", "load_source",
     "list_sources", "data_dir", "phantoms", "sources", "download",
 ]
 
@@ -31,6 +31,7 @@ _LAZY = {
     "PhantomDataset": ("medlab.data.dataset", "PhantomDataset"),
     "ArrayDataset": ("medlab.data.dataset", "ArrayDataset"),
     "make_splits": ("medlab.data.dataset", "make_splits"),
+    "make_loader": ("medlab.data.dataset", "make_loader"),
     "load_source": ("medlab.data.sources", "load_source"),
     "list_sources": ("medlab.data.sources", "list_sources"),
     "data_dir": ("medlab.data.download", "data_dir"),

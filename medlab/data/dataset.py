@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from ..errors import ParameterError
 
-__all__ = ["ArrayDataset", "PhantomDataset", "make_splits", "PHANTOM_KINDS", "split_seeds"]
+__all__ = ["ArrayDataset", "PhantomDataset", "make_splits", "make_loader", "PHANTOM_KINDS", "split_seeds"]
 
 #: The phantom kinds :func:`make_splits` knows, with their generator's name.
 PHANTOM_KINDS = ("chest_xray", "ct_slice", "lung_ultrasound", "lung_ultrasound_clips", "us_nodule")
@@ -162,3 +162,38 @@ def make_splits(kind: str, n_train: int, n_val: int, n_test: int, size: int = 64
                                     transform=transform if split == "train" else None,
                                     joint_transform=joint_transform if split == "train" else None)
     return out
+
+
+def make_loader(data, batch_size: int = 32, shuffle: bool = False, seed: int = 0, samples_per_epoch: int | None = None,
+                num_workers: int = 0, pin_memory: bool = False):
+    """A DataLoader over ``data`` whose order is fixed by ``seed``.
+
+    Args:
+        data: a Dataset, or a tuple of arrays / tensors with the same first
+            dimension (images, and targets if any), wrapped in a TensorDataset
+            (images as float32, targets as int64).
+        shuffle: draw a new, seeded order every epoch.
+        samples_per_epoch: with ``shuffle``, draw ``max(len(data),
+            samples_per_epoch)`` samples per epoch, so that a small data set takes
+            as many gradient steps per epoch as a larger one.
+        num_workers, pin_memory: passed to the DataLoader.
+
+    Raises:
+        ParameterError: ``data`` is empty, or its arrays differ in length.
+    """
+    from torch.utils.data import DataLoader, RandomSampler, TensorDataset
+
+    if isinstance(data, (tuple, list)):
+        tensors = [torch.as_tensor(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a) for a in data]
+        if len({t.shape[0] for t in tensors}) > 1:
+            raise ParameterError(f"arrays of different lengths: {[t.shape[0] for t in tensors]}")
+        tensors = [tensors[0].float(), *(t.long() for t in tensors[1:])]
+        data = TensorDataset(*tensors)
+    if len(data) == 0:
+        raise ParameterError("the dataset is empty: nothing to load")
+    sampler = None
+    if shuffle:
+        generator = torch.Generator().manual_seed(int(seed))
+        sampler = RandomSampler(data, num_samples=max(len(data), int(samples_per_epoch or 0)), generator=generator)
+    return DataLoader(data, batch_size=int(batch_size), sampler=sampler, shuffle=False, num_workers=int(num_workers),
+                      pin_memory=pin_memory)

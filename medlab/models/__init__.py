@@ -12,6 +12,7 @@ from .classifiers import (
     WeightsNotFoundError,
     adapt_input_channels,
     build_classifier,
+    classifier_name,
     count_parameters,
     freeze_backbone,
     load_weights,
@@ -21,6 +22,6 @@ from .classifiers import (
 from .unet import UNet
 
 __all__ = [
-    "CLASSIFIERS", "SmallCNN", "UNet", "WeightsNotFoundError", "adapt_input_channels", "build_classifier",
+    "CLASSIFIERS", "SmallCNN", "UNet", "WeightsNotFoundError", "adapt_input_channels", "build_classifier", "classifier_name",
     "count_parameters", "freeze_backbone", "load_weights", "read_state_dict", "unfreeze",
 ]

@@ -31,7 +31,7 @@ import torch.nn as nn
 from ..errors import DataNotFoundError, ParameterError
 
 __all__ = [
-    "CLASSIFIERS", "SmallCNN", "WeightsNotFoundError", "adapt_input_channels", "build_classifier", "load_weights",
+    "CLASSIFIERS", "SmallCNN", "classifier_name", "WeightsNotFoundError", "adapt_input_channels", "build_classifier", "load_weights",
     "read_state_dict",
     "freeze_backbone", "unfreeze", "count_parameters",
 ]
@@ -243,8 +243,21 @@ def _replace_head(model, num_classes):
 # ---------------------------------------------------------------------------------------
 # the factory
 # ---------------------------------------------------------------------------------------
+def classifier_name(name: str) -> str:
+    """The canonical spelling of a classifier's name (``smallcnn``, ``Small-CNN`` -> ``small_cnn``).
+
+    Raises:
+        ParameterError: the name is not one of :data:`CLASSIFIERS` (the message lists them).
+    """
+    key = str(name).strip().lower().replace("-", "_")
+    key = {"smallcnn": "small_cnn", "small": "small_cnn"}.get(key, key)
+    if key not in CLASSIFIERS:
+        raise ParameterError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+    return key
+
+
 def build_classifier(name: str, num_classes: int, in_channels: int = 1, weights=None,
-                     progress: bool = True) -> nn.Module:
+                     progress: bool = True, width: int = 16) -> nn.Module:
     """Build an image classifier.
 
     Args:
@@ -257,6 +270,8 @@ def build_classifier(name: str, num_classes: int, in_channels: int = 1, weights=
         weights: ``None``, ``"imagenet"`` or a path to a state dict / medlab
             checkpoint (see the module docstring).
         progress: show torchvision's download progress bar.
+        width: channels of the first stage of ``small_cnn`` (ignored by the
+            torchvision networks).
 
     Returns:
         The model, with ``model.medlab_config`` (name, num_classes,
@@ -269,10 +284,7 @@ def build_classifier(name: str, num_classes: int, in_channels: int = 1, weights=
         WeightsNotFoundError: ``"imagenet"`` asked for offline without the
             file in the cache.
     """
-    key = str(name).lower()
-    key = "small_cnn" if key in ("smallcnn", "small-cnn") else key  # the profiles spell it "smallcnn"
-    if key not in CLASSIFIERS:
-        raise ParameterError(f"unknown classifier {name!r}; choose one of {', '.join(CLASSIFIERS)}")
+    key = classifier_name(name)
     for label, value in (("num_classes", num_classes), ("in_channels", in_channels)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ParameterError(f"{label} must be a positive whole number, got {value!r}")
@@ -280,7 +292,7 @@ def build_classifier(name: str, num_classes: int, in_channels: int = 1, weights=
     if key == "small_cnn":
         if imagenet:
             raise ParameterError("small_cnn has no ImageNet weights; use weights=None or a file of your own")
-        model = SmallCNN(in_channels, num_classes)
+        model = SmallCNN(in_channels, num_classes, width=int(width))
     elif imagenet:
         model = _build_imagenet(key, progress)
         adapt_input_channels(model, in_channels, pretrained=True)
