@@ -12,15 +12,15 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 _SUBMODULES = {
-    "bench", "calibration", "cascade", "checks", "cli", "data", "errors", "examples", "explain", "io", "losses", "metrics",
-    "models", "ordinal", "profiles", "records", "robustness", "runner", "runtime", "sanity", "segmentation",
-    "shortcut", "student", "train", "transfer", "trust", "viz", "widgets",
+    "bench", "checks", "cli", "data", "errors", "examples", "explain", "io", "losses", "metrics", "models",
+    "profiles", "project", "records", "reset", "runner", "runtime", "student", "sweep", "train", "viz",
+    "widgets",
 }
 
-__all__ = ["__version__", "setup", "record", *sorted(_SUBMODULES)]
+__all__ = ["__version__", "setup", "record", "fit", *sorted(_SUBMODULES)]
 
 
 def setup(*args, **kwargs):
@@ -38,6 +38,16 @@ def record(**metrics):
     from .records import record as _record
 
     return _record(**metrics)
+
+
+def fit(*args, **kwargs):
+    """Train a model: the training loop of lesson 01 plus progress bars, mixed precision and checkpoints.
+
+    See :func:`medlab.train.fit`.
+    """
+    from .train import fit as _fit
+
+    return _fit(*args, **kwargs)
 
 
 def __getattr__(name):

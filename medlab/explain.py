@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .errors import ParameterError
 
-__all__ = ["grad_cam", "default_layer"]
+__all__ = ["grad_cam", "grad_cam_map", "default_layer"]
 
 
 def default_layer(model: nn.Module) -> tuple[str, nn.Module]:
@@ -85,6 +85,28 @@ def _class_scores(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if logits.shape[1] == 1:  # one logit: class 1 is the logit, class 0 its negative
         return torch.where(targets == 1, logits[:, 0], -logits[:, 0])
     return logits.gather(1, targets[:, None])[:, 0]
+
+
+def grad_cam_map(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
+    """The Grad-CAM map at the layer's resolution, from the layer's activations and their gradients.
+
+    Args:
+        activation: ``A``, the layer's output, shape (N, K, h, w).
+        gradient: ``dy_c/dA``, the gradient of each image's class score with
+            respect to ``A``, the same shape.
+
+    Returns:
+        ``ReLU(sum_k alpha_k A_k)`` with ``alpha_k`` the mean of ``dy_c/dA_k``
+        over the h x w positions: shape (N, h, w), not upsampled, not scaled.
+
+    Raises:
+        ParameterError: the two are not 4-D tensors of the same shape.
+    """
+    if activation.ndim != 4 or activation.shape != gradient.shape:
+        raise ParameterError(f"activation and gradient must both be (N, K, h, w), got {tuple(activation.shape)} "
+                             f"and {tuple(gradient.shape)}")
+    weights = gradient.mean(dim=(2, 3), keepdim=True)  # alpha_k: one weight per channel and image
+    return F.relu((weights * activation).sum(dim=1))
 
 
 def grad_cam(model: nn.Module, images, target: int | Sequence[int] | None = None, layer=None,
@@ -151,8 +173,7 @@ def grad_cam(model: nn.Module, images, target: int | Sequence[int] | None = None
                 score = _class_scores(logits, _targets(chosen, logits)).sum()
                 torch.autograd.grad(score, chunk)
             activation, gradient = saved["activation"].float(), saved["gradient"].float()
-            weights = gradient.mean(dim=(2, 3), keepdim=True)
-            cam = F.relu((weights * activation).sum(dim=1, keepdim=True))
+            cam = grad_cam_map(activation, gradient)[:, None]
             if upsample:
                 cam = F.interpolate(cam, size=tuple(x.shape[-2:]), mode="bilinear", align_corners=False)
             maps.append(cam[:, 0].cpu())

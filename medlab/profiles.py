@@ -139,9 +139,89 @@ PROFILES: dict[str, Profile] = {
 }
 
 
+#: Lesson 01's target task: normal against bacterial pneumonia on chest X-ray phantoms, with milder exposure and
+#: rotation variation and larger consolidations than the generator's defaults.
+_CXR_PNEUMONIA = {"classes": ["normal", "bacterial_pneumonia"], "lesion_contrast": 1.0, "lesion_size": 1.3,
+                  "exposure": 0.3, "rotation": 4.0}
+
 #: Each lesson's own knobs, per profile: plain numbers, strings and lists, read by the
 #: lesson with ``ctx.knobs`` (or ``P.knobs(name)``). A lesson with no entry has no knobs.
 LESSON_KNOBS: dict[str, dict[str, dict]] = {
+    # 01: sizes: training-set sizes of the learning curve (the pool is the largest); epochs x samples_per_epoch /
+    # batch_size: gradient steps of every run, the same at every size (samples_per_epoch >= the largest size);
+    # lr: from scratch; lr_probe: the linear probe's head; lr_backbone / lr_head: fine-tuning's parameter groups;
+    # width: first-block channels of the small CNN; pretrain_*: the phantom pretraining (task, images, steps, lr);
+    # target_task: the chest X-ray phantom knobs of the target task
+    "01_transfer_learning": {
+        "smoke": {"sizes": [16, 48], "epochs": 1, "samples_per_epoch": 48, "lr": 1e-2, "lr_probe": 1e-2,
+                  "lr_backbone": 1e-3, "lr_head": 1e-2, "width": 4, "pretrain_task": "cxr_covid", "pretrain_n": 64,
+                  "pretrain_steps": 3, "pretrain_lr": 1e-2, "target_task": _CXR_PNEUMONIA},
+        "cpu": {"sizes": [24, 120, 600], "epochs": 3, "samples_per_epoch": 640, "lr": 1e-2, "lr_probe": 1e-2,
+                "lr_backbone": 1e-3, "lr_head": 1e-2, "width": 8, "pretrain_task": "cxr_covid", "pretrain_n": 2000,
+                "pretrain_steps": 250, "pretrain_lr": 1e-2, "target_task": _CXR_PNEUMONIA},
+        "gpu": {"sizes": [25, 100, 400, 1000, 4000], "epochs": 6, "samples_per_epoch": 4096, "lr": 1e-3,
+                "lr_probe": 1e-3, "lr_backbone": 3e-4, "lr_head": 1e-3, "width": 32, "pretrain_task": "cxr_covid",
+                "pretrain_n": 20000, "pretrain_steps": 4000, "pretrain_lr": 1e-3, "target_task": _CXR_PNEUMONIA},
+    },
+    # 07: lr: AdamW learning rate; lesion_contrast: of the chest X-ray phantoms (2: the cpu small CNN learns the
+    # task in its epochs); epsilons: attack budgets of the robustness curve (image units, 0 is clean); pgd_steps;
+    # n_attack: test images attacked (null: all); attack_batch: images per attack batch; n_cam: images per
+    # Grad-CAM figure; n_sanity: images in the randomisation cascade; cascade_stages: columns of the cascade
+    "07_trust_and_robustness": {
+        "smoke": {"lr": 3e-3, "lesion_contrast": 2.0, "epsilons": [0.0, 0.01, 0.03], "pgd_steps": 3,
+                  "n_attack": None, "attack_batch": 128, "n_cam": 4, "n_sanity": 4, "cascade_stages": 6},
+        "cpu": {"lr": 3e-3, "lesion_contrast": 2.0, "epsilons": [0.0, 0.002, 0.005, 0.01, 0.02], "pgd_steps": 5,
+                "n_attack": 100, "attack_batch": 128, "n_cam": 8, "n_sanity": 8, "cascade_stages": 6},
+        "gpu": {"lr": 1e-3, "lesion_contrast": 2.0, "epsilons": [0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.04],
+                "pgd_steps": 20, "n_attack": 1000, "attack_batch": 128, "n_cam": 8, "n_sanity": 16,
+                "cascade_stages": 6},
+    },
+    # epochs: passes over the training set for each of the lesson's three models; lr: AdamW learning rate;
+    # width: first-stage channels of the small CNN; marker_correlation: how often the training marker's side
+    # follows the label; cam_images: test images shown with Grad-CAM
+    "03_covid_cxr_classification": {
+        "smoke": {"epochs": 1, "lr": 3e-3, "width": 4, "marker_correlation": 1.0, "cam_images": 4},
+        "cpu": {"epochs": 6, "lr": 3e-3, "width": 16, "marker_correlation": 1.0, "cam_images": 8},
+        "gpu": {"epochs": 30, "lr": 1e-3, "width": 32, "marker_correlation": 1.0, "cam_images": 8},
+    },
+    # Segmentation (02, 04): split sizes n_train/n_val/n_test of the phantoms (a small real data set draws
+    # n_train samples per epoch); epochs; batch_size (8 on a CPU: more gradient steps for the same compute);
+    # base_channels and depth (down-samplings) of the U-Net; lr: AdamW learning rate. 02 trains three U-Nets.
+    "02_segmentation": {
+        "smoke": {"n_train": 48, "n_val": 16, "n_test": 32, "epochs": 1, "batch_size": 8, "base_channels": 4,
+                  "depth": 2, "lr": 3e-3},
+        "cpu": {"n_train": 320, "n_val": 64, "n_test": 200, "epochs": 6, "batch_size": 8, "base_channels": 8,
+                "depth": 3, "lr": 3e-3},
+        "gpu": {"n_train": 4000, "n_val": 500, "n_test": 1000, "epochs": 30, "batch_size": 64, "base_channels": 32,
+                "depth": 4, "lr": 1e-3},
+    },
+    "04_covid_ct_lesion_segmentation": {
+        "smoke": {"n_train": 48, "n_val": 16, "n_test": 32, "epochs": 1, "batch_size": 8, "base_channels": 4,
+                  "depth": 2, "lr": 3e-3},
+        "cpu": {"n_train": 400, "n_val": 64, "n_test": 200, "epochs": 8, "batch_size": 8, "base_channels": 8,
+                "depth": 3, "lr": 3e-3},
+        "gpu": {"n_train": 4000, "n_val": 500, "n_test": 1000, "epochs": 30, "batch_size": 64, "base_channels": 32,
+                "depth": 4, "lr": 1e-3},
+    },
+    # 05: lr: AdamW learning rate of both frame models; clip_frames: frames per phantom clip; cam_examples:
+    # test frames shown with Grad-CAM; pocus_frames: frames sampled from each real video (DATA="pocus")
+    "05_lung_ultrasound_severity": {
+        "smoke": {"lr": 3e-3, "clip_frames": 4, "cam_examples": 4, "pocus_frames": 2},
+        "cpu": {"lr": 3e-3, "clip_frames": 10, "cam_examples": 8, "pocus_frames": 5},
+        "gpu": {"lr": 3e-3, "clip_frames": 16, "cam_examples": 8, "pocus_frames": 10},
+    },
+    # 06: seg_train: training images of the stage-1 U-Net (at most n_train); seg_epochs_fraction: its epochs as a
+    # fraction of the profile's epochs (rounded, at least 1); seg_base, seg_depth: its width and down-samplings;
+    # lr: AdamW learning rate of every model; crop_size: side of the stage-2 crops; margin: pixels of context
+    # around the nodule's box; degrade: severities of the degraded masks in the error-propagation curve
+    "06_cascade_segment_then_classify": {
+        "smoke": {"seg_train": 32, "seg_epochs_fraction": 0.75, "seg_base": 4, "seg_depth": 2, "lr": 3e-3,
+                  "crop_size": 16, "margin": 2, "degrade": [0.0, 0.5, 1.0]},
+        "cpu": {"seg_train": 300, "seg_epochs_fraction": 0.75, "seg_base": 8, "seg_depth": 3, "lr": 3e-3,
+                "crop_size": 32, "margin": 4, "degrade": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]},
+        "gpu": {"seg_train": 4000, "seg_epochs_fraction": 0.75, "seg_base": 32, "seg_depth": 4, "lr": 3e-3,
+                "crop_size": 64, "margin": 8, "degrade": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]},
+    },
 }
 
 for _name, _profile in PROFILES.items():

@@ -36,7 +36,8 @@ from .records import METRICS_FILE
 __all__ = [
     "notebook_dir", "discover", "find_notebook", "notebook_parameters", "parse_assignments",
     "validate_parameters", "load_expectations", "check_metrics", "NotebookResult",
-    "run_notebooks", "write_reports", "rerender", "EXPECTATIONS_FILE",
+    "run_notebooks", "write_reports", "rerender", "EXPECTATIONS_FILE", "check_run_options",
+    "expectations_for", "cap_outputs", "OUTPUT_CAP_CHARS",
 ]
 
 EXPECTATIONS_FILE = "expectations.json"
@@ -109,7 +110,10 @@ def notebook_parameters(path) -> dict:
             default = ast.literal_eval(info["default"])
         except (ValueError, SyntaxError):
             default = info["default"]
-        result[name] = {"default": default, "type": info.get("inferred_type_name") or type(default).__name__,
+        inferred = info.get("inferred_type_name")
+        if inferred in (None, "", "None"):  # papermill says "None" for a parameter without an annotation
+            inferred = type(default).__name__
+        result[name] = {"default": default, "type": inferred,
                         "help": info.get("help", "")}
     return result
 
@@ -237,6 +241,8 @@ class NotebookResult:
     parameters: dict = field(default_factory=dict)
     profile_overrides: dict | None = None  # fields replaced through MEDLAB_PROFILE_OVERRIDES, if any
     exercises: dict = field(default_factory=dict)  # exercise -> "passed" or "failed: why" (medlab.checks)
+    unchecked: str | None = None  # why the metrics were not held to expectations (data they were not measured on)
+    output_cut_chars: int = 0  # characters of cell output cut from the stored copy (see cap_outputs)
 
 
 def _write_kernelspec(root: Path) -> Path:
@@ -293,6 +299,34 @@ def _kill_group(child: subprocess.Popen) -> None:
         child.wait()
 
 
+def _exit_with_parent(poll_s: float = 0.25) -> None:
+    """Stop this child, and the kernel it started, as soon as the process that launched it is gone.
+
+    The child runs in a session of its own (so that a timeout can stop it as a
+    group), which also shields it from the signals that end its parent. When the
+    parent dies without cleaning up (a Dask worker killed in the middle of a
+    sweep, say), an orphan would go on writing into the run folder that the
+    retry of the same run is using.
+    """
+    import threading
+
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        try:
+            import psutil
+
+            for process in psutil.Process().children(recursive=True):
+                process.kill()
+        except Exception:  # noqa: BLE001 - the kernel's own parent poller stops it anyway
+            pass
+        os._exit(1)
+
+    threading.Thread(target=watch, name="medlab-exit-with-parent", daemon=True).start()
+
+
 def _child_main(job_text: str) -> int:
     """Entry point of the child process: execute one notebook with papermill."""
     import resource
@@ -300,6 +334,7 @@ def _child_main(job_text: str) -> int:
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
+    _exit_with_parent()
     job = json.loads(job_text)
     executed = Path(job["executed"])
     status, error = "passed", None
@@ -336,6 +371,103 @@ def _render_html(executed: Path) -> Path | None:
     return target
 
 
+# --------------------------------------------------------------------------- run options, real data, outputs
+
+OUTPUT_CAP_CHARS = 1_000_000  # text output kept per cell in the executed copy and its HTML page
+_CUT_NOTE = "characters of this cell's output were cut from the stored copy"
+
+
+def check_run_options(out, jobs, timeout) -> None:
+    """Refuse a run folder that is a file, ``jobs`` below 1 and a timeout of 0 or less, before anything runs.
+
+    Raises:
+        NotebookError: the message names the fix.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NotebookError(f"--out {out} is an existing file, not a folder; name a folder for the run "
+                            f"(it is created if missing), e.g. --out runs/latest")
+    for parent in out.parents:
+        if parent.exists() and not parent.is_dir():
+            raise NotebookError(f"--out {out}: {parent} is a file, not a folder; name a folder for the run, "
+                                f"e.g. --out runs/latest")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise NotebookError(f"jobs must be a whole number of at least 1, got {jobs!r}; e.g. --jobs 2")
+    try:
+        seconds = float(timeout)
+    except (TypeError, ValueError):
+        seconds = float("nan")
+    if not seconds > 0 or seconds == float("inf"):
+        raise NotebookError(f"timeout must be a positive number of seconds, got {timeout!r}; e.g. --timeout 900")
+
+
+def expectations_for(entry: dict, profile: str, data=None, default_data=None) -> tuple[dict, str | None]:
+    """The expectations that apply to a run, or none and the reason.
+
+    ``entry`` is one notebook's block of ``expectations.json``: ``{profile: {metric: bounds}}``
+    for the data the notebook runs on by default (its declared ``DATA``, phantoms), and
+    optionally ``"data": {DATA value: {profile: {metric: bounds}}}`` for expectations measured
+    on a real data set. A run on data other than the default is held to that data set's own
+    expectations where they were measured, and otherwise is not checked: floors measured on
+    phantoms say nothing about a real data set.
+    """
+    if data is None or data == default_data:
+        return entry.get(profile, {}), None
+    measured = (entry.get("data") or {}).get(str(data), {})
+    if profile in measured:
+        return measured[profile], None
+    return {}, (f"not checked: the expectations were measured on DATA={default_data!r}; none were measured "
+                f"on DATA={data!r} in the {profile} profile (add them under \"data\" in {EXPECTATIONS_FILE})")
+
+
+def _text_fields(output: dict) -> list[tuple[dict, str]]:
+    """(container, key) of each text an output holds: a stream's text, the text/* parts of its data."""
+    if output.get("output_type") == "stream":
+        return [(output, "text")]
+    data = output.get("data") or {}
+    return [(data, key) for key in sorted(data) if key.startswith("text/")]
+
+
+def cap_outputs(path, limit: int = OUTPUT_CAP_CHARS) -> int:
+    """Cut each cell's text output in an executed notebook to ``limit`` characters; returns how many were cut.
+
+    A cell that printed more keeps its first three quarters of ``limit`` and its last
+    quarter, with a note where the text was cut saying how much. Images are kept.
+    """
+    import nbformat
+
+    path = Path(path)
+    try:
+        notebook = nbformat.read(str(path), as_version=4)
+    except Exception:  # a half-written notebook from a timeout: leave it as it is
+        return 0
+    total_cut = 0
+    for cell in notebook.cells:
+        fields = [f for out in cell.get("outputs", []) for f in _text_fields(out)]
+        texts = [c[k] if isinstance(c[k], str) else "".join(c[k]) for c, k in fields]
+        size = sum(len(s) for s in texts)
+        if size <= limit or any(_CUT_NOTE in s for s in texts):  # within the cap, or capped already
+            continue
+        head, tail = limit * 3 // 4, limit - limit * 3 // 4
+        cut = size - head - tail
+        note = (f"\n[medlab: {cut:,} {_CUT_NOTE} "
+                f"(kept the first {head:,} and the last {tail:,}); print less, or write it to a file]\n")
+        start, noted = 0, False
+        for (container, key), text in zip(fields, texts):
+            end = start + len(text)
+            keep_head = text[:max(0, min(end, head) - start)]
+            keep_tail = text[len(text) - max(0, end - max(start, size - tail)):] if end > size - tail else ""
+            middle = ""
+            if not noted and end > head:
+                middle, noted = note, True
+            container[key] = keep_head + middle + keep_tail
+            start = end
+        total_cut += cut
+    if total_cut:
+        nbformat.write(notebook, str(path))
+    return total_cut
+
+
 def _run_one(source: Path, profile: str, params: dict, out: Path, timeout: float,
              expectations: dict, jupyter_root: Path) -> NotebookResult:
     stem = source.stem
@@ -356,10 +488,13 @@ def _run_one(source: Path, profile: str, params: dict, out: Path, timeout: float
                             peak_memory_mb=peak, error=error, parameters=full)
     if executed.exists():
         result.executed = executed.relative_to(out).as_posix()
+        result.output_cut_chars = cap_outputs(executed)
         page = _render_html(executed)
         if page is not None:
             result.html = page.relative_to(out).as_posix()
-    _apply_checks(result, out, expectations.get(stem, {}).get(profile, {}))
+    expected, result.unchecked = expectations_for(expectations.get(stem, {}), profile, full.get("DATA"),
+                                                  declared.get("DATA", {}).get("default"))
+    _apply_checks(result, out, expected)
     return result
 
 
@@ -413,6 +548,7 @@ def run_notebooks(names=None, profile: str = "cpu", params: dict | None = None, 
     """
     from . import profiles
 
+    check_run_options(out, jobs, timeout)
     profile_name = profiles.resolve(profile).name
     sources = [find_notebook(n, folder) for n in names] if names else discover(folder)
     if not sources:
@@ -465,7 +601,14 @@ def rerender(out, folder=None) -> list[NotebookResult]:
     except (NotebookError, IndexError):
         expectations = {}
     for result in results:
-        _apply_checks(result, out, expectations.get(result.notebook, {}).get(payload["profile"], {}))
+        data = result.parameters.get("DATA")
+        try:
+            default = notebook_parameters(result.source).get("DATA", {}).get("default") if data is not None else None
+        except Exception:  # the notebook moved or is unreadable: keep the verdict written at run time
+            default = data if result.unchecked is None else object()
+        expected, result.unchecked = expectations_for(expectations.get(result.notebook, {}), payload["profile"],
+                                                      data, default)
+        _apply_checks(result, out, expected)
     write_reports(out, results, payload["profile"])
     return results
 
@@ -492,6 +635,8 @@ def _summary_markdown(results, profile) -> str:
         checks = "; ".join(f"{'ok' if c['ok'] else 'FAIL'} {c['metric']}={_format(c['value'])} ({_rule(c)})" for c in r.checks) or "none"
         if r.profile_overrides:
             checks = f"not checked: profile fields overridden {r.profile_overrides}"
+        elif r.unchecked:
+            checks = r.unchecked
         lines.append(f"| {r.notebook} | {r.status} | {r.wall_time_s:.1f} | {_format(r.peak_memory_mb)} | {checks} |")
     problems = [r for r in results if r.error]
     if problems:
@@ -523,6 +668,8 @@ def _summary_html(results, profile) -> str:
             for c in r.checks) or "no expectations"
         if r.profile_overrides:
             checks = f"not checked: profile fields overridden {esc(json.dumps(r.profile_overrides))}"
+        elif r.unchecked:
+            checks = esc(r.unchecked)
         error = f"<pre>{esc(r.error)}</pre>" if r.error else ""
         rows.append(f'<tr class="{esc(r.status)}"><td>{esc(r.notebook)}</td><td>{esc(r.status)}{error}</td>'
                     f"<td>{r.wall_time_s:.1f}</td><td>{esc(_format(r.peak_memory_mb))}</td>"

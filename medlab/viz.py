@@ -17,8 +17,12 @@ from . import metrics as _metrics
 from .errors import ParameterError
 
 __all__ = [
+    "class_examples", "plot_grouped_bars",
     "image_grid", "mask_overlay", "cam_overlay", "plot_roc", "plot_confusion_matrix", "plot_learning_curves",
-    "plot_calibration", "CLASS_COLOURS",
+    "plot_calibration", "CLASS_COLOURS", "plot_reliability", "plot_intensity_histograms", "plot_attack_examples",
+    "plot_robustness_curve", "plot_randomisation_cascade",
+    "plot_label_examples", "plot_cases", "plot_case_dice", "plot_histories", "plot_dice_vs_hd95", "plot_burden",
+    "plot_size_curves", "plot_rocs",
 ]
 
 #: Colours of labels 1, 2, 3, ... in overlays (label 0 is background and not drawn).
@@ -137,6 +141,70 @@ def cam_overlay(images, cams, titles: Sequence[str] | None = None, ncols: int = 
     return fig
 
 
+def class_examples(images, labels, class_names: Sequence[str], per_class: int = 3, seed: int = 0,
+                   panel_size: float = 2.0):
+    """A few images of every class, drawn at random, titled with the class name: a row of ``per_class`` per class.
+
+    Args:
+        images: (N, H, W) or (N, 1, H, W) array or tensor.
+        labels: (N,) class indices into ``class_names``.
+        class_names: the name of each class.
+        per_class: images per class and columns of the grid; a class with fewer images gets fewer (and the rows
+            after it shift), a class with none is left out.
+        seed: which images are drawn.
+    """
+    labels = np.asarray(labels.detach().cpu() if hasattr(labels, "detach") else labels).astype(np.int64).ravel()
+    if len(labels) != len(images):
+        raise ParameterError(f"{len(labels)} labels for {len(images)} images")
+    if per_class < 1:
+        raise ParameterError(f"per_class must be at least 1, got {per_class}")
+    rng = np.random.default_rng(seed)
+    chosen, titles = [], []
+    for c, name in enumerate(class_names):
+        members = np.flatnonzero(labels == c)
+        pick = np.sort(rng.choice(members, min(per_class, members.size), replace=False))
+        chosen += [images[int(i)] for i in pick]
+        titles += [str(name)] * pick.size
+    if not chosen:
+        raise ParameterError("no image belongs to any of the classes")
+    return image_grid(chosen, titles=titles, ncols=per_class, panel_size=panel_size)
+
+
+def plot_grouped_bars(values: Mapping[str, Mapping[str, float]], ylabel: str = "", title: str | None = None,
+                      ylim=None, reference: float | None = None, ax=None):
+    """Bars of a few numbers per group, side by side, each labelled with its value.
+
+    Args:
+        values: ``{group: {series: value}}``, e.g. ``{"whole image": {"test A": 0.98, "test B": 0.61}}``; every
+            group has the same series, drawn in the same colour across groups.
+        ylabel, title, ylim: axis labels and limits.
+        reference: draw a dashed horizontal line there (chance level, say).
+    """
+    groups = list(values)
+    if not groups:
+        raise ParameterError("plot_grouped_bars needs at least one group")
+    series = list(values[groups[0]])
+    if not series or any(list(values[g]) != series for g in groups):
+        raise ParameterError(f"every group needs the same series; got {[list(values[g]) for g in groups]}")
+    fig, ax = _axes(ax, (max(4.0, 1.6 + 1.4 * len(groups) * len(series) / 2), 3.8))
+    x = np.arange(len(groups))
+    width = 0.8 / len(series)
+    for j, name in enumerate(series):
+        heights = [float(values[g][name]) for g in groups]
+        offset = (j - (len(series) - 1) / 2) * width
+        ax.bar(x + offset, heights, width, label=name, color=f"C{j}")
+        for xi, h in zip(x, heights):
+            ax.text(xi + offset, h + 0.01, f"{h:.2f}", ha="center", fontsize=8)
+    if reference is not None:
+        ax.axhline(reference, color="0.6", ls="--", lw=0.8)
+    ax.set_xticks(x, groups)
+    ax.set(ylabel=ylabel, ylim=ylim)
+    if title:
+        ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=8)
+    return fig
+
+
 def mask_overlay(image, mask, mode: str = "both", class_names: Mapping[int, str] | Sequence[str] | None = None,
                  alpha: float = 0.35, window=None, title: str | None = None, reference=None, ax=None):
     """Draw a label mask over an image, with a legend entry per class.
@@ -207,6 +275,171 @@ def mask_overlay(image, mask, mode: str = "both", class_names: Mapping[int, str]
     ax.set_yticks([])
     if title:
         ax.set_title(title)
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# segmentation: examples, picked cases, per-case Dice, learning curves of several runs, burden
+# --------------------------------------------------------------------------------------
+def _fmt_mm(value):
+    return "inf" if np.isinf(value) else "n/a" if np.isnan(value) else f"{value:.1f} mm"
+
+
+def plot_label_examples(images, targets, class_names: Sequence[str], n: int = 4, seed: int = 0,
+                        panel_size: float = 3.0, suptitle: str | None = None):
+    """``n`` images with their reference label maps filled in, cases with the highest label first.
+
+    Args:
+        images: ``(N, H, W)`` (or ``(N, 1, H, W)``) images; targets: ``(N, H, W)`` label maps.
+        class_names: names of the labels, background first.
+        seed: which cases are drawn.
+    """
+    images = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images)
+    targets = np.asarray(targets.detach().cpu() if hasattr(targets, "detach") else targets)
+    if images.ndim == 4:
+        images = images[:, 0]
+    fg = targets.reshape(len(targets), -1).max(1)
+    order = np.random.default_rng(seed).permutation(len(targets))
+    order = np.concatenate([order[fg[order] == fg.max()], order[fg[order] != fg.max()]])[:n]
+    fig = _figure((panel_size * len(order), panel_size + 0.4))
+    axes = np.atleast_1d(fig.subplots(1, len(order)))
+    for ax, i in zip(axes, order):
+        mask_overlay(images[i], targets[i], mode="both", class_names=list(class_names[1:]), title=f"case {i}", ax=ax)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def plot_cases(images, pred, true, cases: Mapping[str, int], class_names: Sequence[str], table=None,
+               region: str | None = None, suptitle: str | None = None, panel_size: float = 3.2):
+    """Prediction (filled) and reference (dashed contours) over the image, one panel per picked case.
+
+    Args:
+        images: ``(N, H, W)`` images; pred, true: ``(N, H, W)`` label maps.
+        cases: ``{"best": i, "median": j, ...}`` (e.g. from :func:`medlab.metrics.pick_cases`).
+        class_names: names of the labels, background first.
+        table, region: a :func:`medlab.metrics.case_metrics` table and a region:
+            each title then shows the case's Dice and HD95 of ``region``.
+    """
+    fig = _figure((panel_size * len(cases), panel_size + 0.5))
+    axes = np.atleast_1d(fig.subplots(1, len(cases)))
+    for ax, (label, i) in zip(axes, cases.items()):
+        title = f"{label} (case {i})"
+        if table is not None and region is not None:
+            title += (f"\n{region}: Dice {table.loc[i, f'dice_{region}']:.2f}, "
+                      f"HD95 {_fmt_mm(table.loc[i, f'hd95_{region}'])}")
+        mask_overlay(images[i], pred[i], mode="filled", class_names=list(class_names[1:]), reference=true[i],
+                     title=title, ax=ax)
+        ax.title.set_fontsize(9)
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def plot_case_dice(tables: Mapping[str, object], regions: Sequence[str], present_only: bool = True):
+    """Per-case Dice of each region: a box and the cases as dots per table (e.g. one table per loss).
+
+    ``tables`` maps a run's name to its :func:`medlab.metrics.case_metrics`
+    table. With ``present_only`` a region's panel shows only the cases where it
+    is in the reference (the empty-empty cases all score 1 by convention).
+    """
+    fig = _figure((3.6 * len(regions), 3.4))
+    axes = np.atleast_1d(fig.subplots(1, len(regions)))
+    rng = np.random.default_rng(0)
+    for ax, region in zip(axes, regions):
+        values = []
+        for table in tables.values():
+            d = table[f"dice_{region}"]
+            values.append(d[table[f"true_{region}"] > 0].to_numpy() if present_only else d.to_numpy())
+        ax.boxplot(values, showfliers=False, widths=0.5)
+        for k, v in enumerate(values, start=1):
+            ax.plot(k + rng.uniform(-0.15, 0.15, len(v)), v, ".", ms=3, alpha=0.5, color=f"C{k - 1}")
+        ax.set_xticks(range(1, len(values) + 1), list(tables), rotation=15, fontsize=8)
+        ax.set(ylim=(-0.03, 1.03), ylabel="Dice per case",
+               title=f"{region}" + (f" (cases with {region})" if present_only else ""))
+    return fig
+
+
+def plot_histories(histories: Mapping[str, object], metrics: Sequence[str] = ()):
+    """Learning curves of several runs: loss (left) and validation metrics (right), one colour per run.
+
+    Args:
+        histories: a run's name (e.g. its loss) -> its :class:`medlab.train.History`
+            (or a ``{name: [values per epoch]}`` dictionary).
+        metrics: history keys to draw on the right, e.g. ``["val_dice_lung", "val_dice_lesion"]``.
+
+    Losses of different kinds are on different scales: compare their shapes, not heights.
+    """
+    fig = _figure((10, 3.6))
+    left, right = fig.subplots(1, 2)
+    styles = ("-", "--", ":", "-.")
+    for k, (name, h) in enumerate(histories.items()):
+        left.plot(h["epoch"], h["train_loss"], "o-", ms=3, color=f"C{k}", alpha=0.5, label=f"{name} (train)")
+        if "val_loss" in h:
+            left.plot(h["epoch"], h["val_loss"], "s--", ms=3, color=f"C{k}", label=f"{name} (val)")
+        for j, key in enumerate(metrics):
+            if key in h:
+                right.plot(h["epoch"], h[key], styles[j % len(styles)], marker="o", ms=3, color=f"C{k}",
+                           label=f"{name}: {key}")
+    left.set(xlabel="epoch", ylabel="loss (each on its own scale)", title="training and validation loss")
+    right.set(xlabel="epoch", ylabel="metric", ylim=(-0.02, 1.02), title="validation metrics")
+    left.legend(fontsize=7)
+    right.legend(fontsize=7)
+    return fig
+
+
+def plot_dice_vs_hd95(table, region: str, highlight: int = 3):
+    """Per-case Dice against HD95 of one region, the ``highlight`` cases where they disagree most labelled.
+
+    ``table`` is a :func:`medlab.metrics.case_metrics` table. Disagreement:
+    a large finite HD95 with a high Dice (a good overlap with a stray island
+    far away). Cases with HD95 inf (one mask empty) are drawn at the top edge.
+    """
+    d, h = table[f"dice_{region}"].to_numpy(), table[f"hd95_{region}"].to_numpy()
+    ok = ~np.isnan(h)
+    finite = np.isfinite(h)
+    top = (np.nanmax(h[finite]) * 1.15) if finite.any() else 1.0
+    fig = _figure((5.2, 4))
+    ax = fig.subplots()
+    ax.scatter(d[finite], h[finite], s=12, alpha=0.6, label="cases")
+    inf = ok & ~finite
+    if inf.any():
+        ax.scatter(d[inf], np.full(inf.sum(), top), marker="^", color="C3", s=18, label="HD95 = inf (one mask empty)")
+    if finite.any():
+        score = np.where(finite, h / (np.nanmax(h[finite]) + 1e-9) + d, -np.inf)
+        for i in np.argsort(-score)[:highlight]:
+            if np.isfinite(score[i]):
+                ax.annotate(f"case {table.index[i]}", (d[i], h[i]), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points")
+    ax.set(xlabel=f"Dice ({region})", ylabel=f"HD95 ({region}), mm", xlim=(-0.03, 1.03),
+           title=f"{region}: overlap and boundary distance per case")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_burden(true, pred, limits: Sequence[float] = (0.25, 0.5, 0.75), same=None):
+    """Predicted against true fraction of an organ involved, per case, with the grade limits drawn.
+
+    Args:
+        true, pred: burdens per case (fractions in [0, 1]).
+        limits: the burdens where a grade ends (MosMedData: 25, 50, 75 %).
+        same: boolean per case, whether the two grades agree (crosses where not).
+    """
+    true, pred = np.asarray(true, float), np.asarray(pred, float)
+    same = np.ones(len(true), bool) if same is None else np.asarray(same, bool)
+    fig = _figure((4.8, 4.4))
+    ax = fig.subplots()
+    for edge in limits:
+        ax.axvline(edge, color="0.8", lw=0.8)
+        ax.axhline(edge, color="0.8", lw=0.8)
+    ax.scatter(true[same], pred[same], s=12, alpha=0.6, label="same grade")
+    ax.scatter(true[~same], pred[~same], s=18, color="C3", marker="x", label="different grade")
+    top = max(0.3, float(max(true.max(initial=0), pred.max(initial=0))) * 1.05)
+    ax.plot([0, top], [0, top], ls="--", color="0.5", lw=0.8)
+    ax.set(xlim=(0, top), ylim=(0, top), xlabel="true involvement (fraction of lung)",
+           ylabel="predicted involvement", title="lesion burden; grey lines: the grade limits")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=8)
     return fig
 
 
@@ -363,4 +596,233 @@ def plot_learning_curves(history, metrics: Sequence[str] | None = None):
         if missing:
             raise ParameterError(f"history has no {missing}; it has {sorted(series)}")
         draw(axes[1], others, "metric")
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# trust: calibration compared, intensity shift, adversarial examples, saliency sanity checks
+# --------------------------------------------------------------------------------------
+def plot_reliability(curves: Sequence[tuple[str, object, object]], n_bins: int = 10, title: str | None = None):
+    """Several reliability curves on one diagram (each one's ECE in the legend), above their histograms.
+
+    Args:
+        curves: ``(label, y_true, y_prob)`` triples; ``y_prob`` as
+            :func:`medlab.metrics.reliability_curve` takes it (class-1
+            probability, ``(N, 2)`` probabilities, or ``(N, C)`` for the
+            top-label reading).
+        n_bins: equal-width bins on [0, 1].
+        title: the diagram's title (default: "reliability diagram (n bins)").
+
+    Raises:
+        ParameterError: no curves.
+    """
+    if not curves:
+        raise ParameterError("plot_reliability needs at least one (label, y_true, y_prob)")
+    fig = _figure((5.2, 6.0))
+    ax, ax_hist = fig.subplots(2, 1, height_ratios=[3, 1.2], sharex=True)
+    ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8, label="perfect calibration")
+    edges = np.linspace(0, 1, n_bins + 1)
+    binary = True
+    for i, (label, y_true, y_prob) in enumerate(curves):
+        curve = _metrics.reliability_curve(y_true, y_prob, n_bins)
+        ece = _metrics.expected_calibration_error(y_true, y_prob, n_bins)
+        ax.plot(curve.confidence, curve.observed, "o-", color=f"C{i}", label=f"{label} (ECE {ece:.3f})")
+        p = np.asarray(y_prob.detach().cpu() if hasattr(y_prob, "detach") else y_prob, dtype=float)
+        binary = binary and (p.ndim == 1 or p.shape[1] == 2)
+        p = p[:, 1] if p.ndim == 2 and p.shape[1] == 2 else (p.max(1) if p.ndim == 2 else p)
+        ax_hist.hist(p, bins=edges, histtype="step", color=f"C{i}", lw=1.5)
+    ax.set(ylabel="observed frequency of class 1" if binary else "accuracy", xlim=(0, 1), ylim=(0, 1))
+    ax.set_title(title or f"reliability diagram ({n_bins} bins)")
+    ax.legend(loc="upper left", fontsize=8)
+    ax_hist.set(xlabel="predicted probability", ylabel="cases")
+    return fig
+
+
+def plot_intensity_histograms(sets: Mapping[str, object], bins: int = 64, value_range=(0.0, 1.0)):
+    """Pixel-intensity histograms (density, log scale) of several image sets, one line each.
+
+    Args:
+        sets: ``{label: images}`` (arrays or tensors of any shape); the legend
+            gives each set's mean and standard deviation.
+        bins: equal-width bins over ``value_range``.
+    """
+    fig, ax = _axes(None, (5.6, 3.4))
+    edges = np.linspace(value_range[0], value_range[1], bins + 1)
+    for i, (label, images) in enumerate(sets.items()):
+        values = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, dtype=float).ravel()
+        hist, _ = np.histogram(values, bins=edges, density=True)
+        ax.step(edges[:-1], hist, where="post", color=f"C{i}",
+                label=f"{label} (mean {values.mean():.2f}, sd {values.std():.2f})")
+    ax.set(xlabel="pixel intensity", ylabel="density", yscale="log")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_attack_examples(clean, adversarial, cams_clean, cams_adv, p_clean, p_adv, class_names: Sequence[str],
+                         labels, limit: float | None = None):
+    """Per case (rows): clean image with its heat map, the perturbation, attacked image with its heat map.
+
+    Args:
+        clean, adversarial: ``(N, 1, H, W)`` (or ``(N, H, W)``) images in [0, 1].
+        cams_clean, cams_adv: ``(N, H, W)`` maps in [0, 1] (e.g. Grad-CAM of the predicted class).
+        p_clean, p_adv: ``(N, classes)`` probabilities; titles give the picked
+            class and its probability.
+        class_names: names of the classes; ``labels`` the true classes.
+        limit: the perturbation's colour scale is +/- ``limit`` (default its
+            largest absolute value, so that a perturbation of a few grey levels shows).
+    """
+    def grey(a):
+        a = np.asarray(a.detach().cpu() if hasattr(a, "detach") else a, dtype=float)
+        return a[:, 0] if a.ndim == 4 else a
+
+    clean, adversarial = grey(clean), grey(adversarial)
+    p_clean, p_adv = np.asarray(p_clean, dtype=float), np.asarray(p_adv, dtype=float)
+    delta = adversarial - clean
+    limit = limit or max(float(np.abs(delta).max()), 1e-8)
+    n = len(clean)
+    if n == 0:
+        raise ParameterError("plot_attack_examples needs at least one case")
+    fig = _figure((7.2, 2.3 * n + 0.3))
+    axes = np.atleast_2d(fig.subplots(n, 3))
+    for i in range(n):
+        k_clean, k_adv = int(np.argmax(p_clean[i])), int(np.argmax(p_adv[i]))
+        panels = ((clean[i], cams_clean[i], f"clean: {class_names[k_clean]} {p_clean[i][k_clean]:.2f}"),
+                  (delta[i], None, f"perturbation (+/-{limit:.3f})"),
+                  (adversarial[i], cams_adv[i], f"attacked: {class_names[k_adv]} {p_adv[i][k_adv]:.2f}"))
+        for ax, (image, cam, title) in zip(axes[i], panels):
+            if cam is None:
+                ax.imshow(image, cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            else:
+                ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+                ax.imshow(np.asarray(cam), cmap="jet", vmin=0, vmax=1, alpha=0.45, interpolation="bilinear")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(title, fontsize=8)
+        axes[i, 0].set_ylabel(f"true: {class_names[int(labels[i])]}", fontsize=8)
+    return fig
+
+
+def plot_robustness_curve(curve: Mapping, marker_epsilon: float | None = None, pixel_levels: int | None = 255):
+    """Accuracy (left) and AUROC (right) against the attack budget epsilon, one line per attack.
+
+    Args:
+        curve: ``{"epsilons": [...], "<attack>": {"accuracy": [...], "auroc": [...]}, ...}``
+            with one value per epsilon (an attack may lack ``auroc``).
+        marker_epsilon: draw a vertical line there.
+        pixel_levels: label the top axis in grey levels of an image with this
+            many levels above black (255 for 8 bits); None: no second axis.
+    """
+    eps = np.asarray(curve["epsilons"], dtype=float)
+    methods = [k for k in curve if k != "epsilons"]
+    fig = _figure((9.0, 3.6))
+    axes = fig.subplots(1, 2)
+    for ax, key, label in zip(axes, ("accuracy", "auroc"), ("accuracy", "AUROC")):
+        for i, method in enumerate(methods):
+            if key in curve[method]:
+                ax.plot(eps, np.asarray(curve[method][key], dtype=float), "o-", color=f"C{i}", label=method.upper())
+        ax.axhline(0.5, color="0.6", ls=":", lw=0.8, label="chance (balanced)")
+        if marker_epsilon is not None:
+            ax.axvline(marker_epsilon, color="0.3", ls="--", lw=0.8)
+        ax.set(xlabel="epsilon (L-inf, image units)", ylabel=label, ylim=(-0.02, 1.02))
+        if pixel_levels:
+            top = ax.secondary_xaxis("top", functions=(lambda e: e * pixel_levels, lambda g: g / pixel_levels))
+            top.set_xlabel(f"grey levels (of {pixel_levels})")
+    axes[0].legend(fontsize=8)
+    return fig
+
+
+def plot_randomisation_cascade(images, stages: Sequence[str], maps: Sequence, similarity: Sequence,
+                               n_images: int = 3, ylabel: str = "rank correlation with the trained maps"):
+    """Heat maps of a few images at every stage of a randomisation cascade, and the similarity per stage.
+
+    Args:
+        images: the explained images, ``(N, 1, H, W)`` or ``(N, H, W)``.
+        stages: a name per stage (the first is usually the trained model).
+        maps: per stage, ``(N, H, W)`` maps in [0, 1].
+        similarity: per stage, ``(N,)`` similarities to the first stage's maps
+            (e.g. Spearman rank correlations); the lower panel shows their mean
+            and their 10th to 90th percentile across images.
+        n_images: rows of maps to show.
+    """
+    imgs = np.asarray(images.detach().cpu() if hasattr(images, "detach") else images, dtype=float)
+    imgs = imgs[:, 0] if imgs.ndim == 4 else imgs
+    k = len(stages)
+    if k == 0 or len(maps) != k or len(similarity) != k:
+        raise ParameterError(f"need one map set and one similarity per stage: {k} stages, {len(maps)} map sets, "
+                             f"{len(similarity)} similarities")
+    n = max(1, min(n_images, len(imgs)))
+    fig = _figure((1.7 * k + 0.5, 1.7 * n + 2.8))
+    top, bottom = fig.subfigures(2, 1, height_ratios=[1.7 * n, 2.6])
+    axes = np.atleast_2d(top.subplots(n, k))
+    for i in range(n):
+        for j in range(k):
+            ax = axes[i, j]
+            ax.imshow(imgs[i], cmap="gray", interpolation="nearest")
+            ax.imshow(np.asarray(maps[j][i], dtype=float), cmap="jet", vmin=0, vmax=1, alpha=0.45,
+                      interpolation="bilinear")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(stages[j], fontsize=8)
+    ax = bottom.subplots()
+    x = np.arange(k)
+    values = [np.asarray(v, dtype=float) for v in similarity]
+    mean = np.array([np.nanmean(v) for v in values])
+    low = np.array([np.nanpercentile(v, 10) for v in values])
+    high = np.array([np.nanpercentile(v, 90) for v in values])
+    ax.plot(x, mean, "o-", color="C0", label="mean")
+    ax.fill_between(x, low, high, color="C0", alpha=0.15, label="10th to 90th percentile")
+    ax.axhline(0, color="0.6", lw=0.8)
+    ax.set_xticks(x, list(stages), rotation=20, fontsize=8)
+    ax.set(ylabel=ylabel, ylim=(-1.05, 1.05), xlabel="randomised from the output down to")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_size_curves(summary: Sequence[Mapping], runs: Sequence[Mapping] = (), labels: Mapping[str, str] | None = None,
+                     ylabel: str = "test AUROC", chance: float | None = 0.5, title: str | None = None, ax=None):
+    """A metric against training-set size (log scale): one line per group, with bands and single runs.
+
+    Args:
+        summary: one dict per group and size with ``group``, ``size``, ``mean`` and optionally ``low`` and
+            ``high`` (drawn as a band, e.g. a bootstrap interval).
+        runs: one dict per single run with ``group``, ``size`` and ``value`` (drawn as dots, e.g. seeds).
+        labels: legend label of each group (default the group's name).
+        chance: a dashed reference line (None: none).
+    """
+    labels = dict(labels or {})
+    fig, ax = _axes(ax, (6.4, 4.2))
+    groups = list(dict.fromkeys(r["group"] for r in summary))
+    sizes = sorted({int(r["size"]) for r in summary})
+    for i, group in enumerate(groups):
+        rows = sorted((r for r in summary if r["group"] == group), key=lambda r: r["size"])
+        x = [r["size"] for r in rows]
+        colour = f"C{i}"
+        if all("low" in r and "high" in r for r in rows):
+            ax.fill_between(x, [r["low"] for r in rows], [r["high"] for r in rows], color=colour, alpha=0.15, lw=0)
+        ax.plot(x, [r["mean"] for r in rows], "o-", color=colour, lw=2, label=labels.get(group, str(group)))
+        dots = [(r["size"], r["value"]) for r in runs if r["group"] == group]
+        if dots:
+            ax.scatter(*zip(*dots), color=colour, s=10, alpha=0.6)
+    if chance is not None:
+        ax.axhline(chance, color="0.6", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.minorticks_off()
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.set(xlabel="labelled training images (log scale)", ylabel=ylabel, title=title)
+    ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def plot_rocs(y_true, scores: Mapping[str, object], title: str | None = None, ax=None):
+    """Several ROC curves on one axes, one per entry of ``scores`` (label -> class-1 scores), AUROC in the legend."""
+    t = np.asarray(y_true).ravel()
+    fig, ax = _axes(ax, (4.8, 4.6))
+    for i, (label, score) in enumerate(scores.items()):
+        fpr, tpr, _ = _metrics.roc_curve(t, score)
+        ax.plot(fpr, tpr, color=f"C{i}", lw=2, label=f"{label} (AUROC {_metrics.auroc(t, score):.3f})")
+    ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=0.8, label="chance")
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", aspect="equal", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01),
+           title=title)
+    ax.legend(loc="lower right", fontsize=7)
     return fig

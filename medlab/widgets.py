@@ -15,6 +15,10 @@ there. Both display their result when running under IPython (``display=True``),
 so end the line with ``;`` or assign the result to avoid showing it twice when
 it is the last line of a cell.
 
+Both work with ipywidgets 7.7 (Colab's) and 8 (JupyterLab 4's); in Colab they first
+call ``google.colab.output.enable_custom_widget_manager()``, without which Colab does
+not show third-party widgets (:func:`enable_colab_widgets`).
+
 Images are rendered with the Agg canvas into PNG bytes for the live widgets,
 so they work whatever matplotlib backend the notebook uses, and figures are
 built with ``matplotlib.figure.Figure`` (not ``pyplot``) so that nothing is
@@ -30,7 +34,7 @@ import numpy as np
 from . import metrics as _metrics
 from .errors import ParameterError
 
-__all__ = ["is_live_frontend", "slice_viewer", "operating_point_explorer"]
+__all__ = ["is_live_frontend", "enable_colab_widgets", "slice_viewer", "operating_point_explorer"]
 
 _LABEL_COLOURS = ("#e41a1c", "#4daf4a", "#377eb8", "#ff7f00", "#984ea3", "#ffff33", "#a65628", "#f781bf")
 
@@ -56,6 +60,31 @@ def is_live_frontend() -> bool:
         return False
     shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+_COLAB_WIDGETS_ENABLED = False
+
+
+def enable_colab_widgets() -> bool:
+    """In Colab, turn on its custom widget manager (once); elsewhere do nothing.
+
+    Colab renders only its own built-in widgets until
+    ``google.colab.output.enable_custom_widget_manager()`` has run in the session; the
+    explorers call this before they build a live widget. Returns whether it is on.
+    """
+    global _COLAB_WIDGETS_ENABLED
+    if _COLAB_WIDGETS_ENABLED:
+        return True
+    try:
+        from google.colab import output
+    except ImportError:
+        return False
+    enable = getattr(output, "enable_custom_widget_manager", None)
+    if enable is None:
+        return False
+    enable()
+    _COLAB_WIDGETS_ENABLED = True
+    return True
 
 
 def _in_ipython() -> bool:
@@ -231,6 +260,7 @@ def slice_viewer(volume, masks=None, spacing=None, window=None, title=None, axis
 def _live_slice_viewer(vol, masks, spacing, axis, vmin, vmax, title):
     import ipywidgets as w
 
+    enable_colab_widgets()
     finite = vol[np.isfinite(vol)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     span = max(hi - lo, 1e-6)
@@ -329,6 +359,7 @@ def operating_point_explorer(y_true, y_score, threshold=0.5, display=True):
         return fig
     import ipywidgets as w
 
+    enable_colab_widgets()
     lo, hi = (float(y_score.min()), float(y_score.max())) if y_score.size else (0.0, 1.0)
     if hi <= lo:
         hi = lo + 1.0

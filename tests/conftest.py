@@ -39,3 +39,21 @@ def _one_torch_thread():
     import torch
 
     torch.set_num_threads(1)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say loudly, at the very end, which checks did not run here and how to make them run."""
+    import sys
+
+    loud = []
+    browser = sys.modules.get("browser_support")
+    if browser is not None and browser.SKIPPED_BROWSER_TESTS:
+        loud.append(f"{len(browser.SKIPPED_BROWSER_TESTS)} browser test(s): "
+                    f"{browser.SKIPPED_BROWSER_TESTS[0]}")
+    registry = sys.modules.get("registry_support")
+    if registry is not None and registry.SKIPPED:
+        loud.append(f"{len(registry.SKIPPED)} install test(s): {registry.SKIPPED[0]}")
+    if loud:
+        terminalreporter.write_sep("!", "NOT TESTED HERE", yellow=True, bold=True)
+    for line in loud:
+        terminalreporter.write_line(line, yellow=True, bold=True)

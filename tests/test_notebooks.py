@@ -93,6 +93,16 @@ def test_smoke_run_writes_the_report(smoke_run):
 GPU_WIRING_OVERRIDES = {"n_train": 48, "n_val": 16, "n_test": 32, "epochs": 1, "image_size": 32, "seeds": 1,
                         "bootstrap": 50, "num_workers": 2,
                         "lessons": {
+                            "01_transfer_learning": {"sizes": [16, 48], "epochs": 1, "samples_per_epoch": 48,
+                                                     "pretrain_n": 64, "pretrain_steps": 2},
+                            "03_covid_cxr_classification": {"epochs": 1, "cam_images": 4},
+                            "07_trust_and_robustness": {"pgd_steps": 3, "n_attack": 32, "n_sanity": 4,
+                                                        "epsilons": [0.0, 0.005, 0.02]},
+                            "02_segmentation": {"n_train": 48, "n_val": 16, "n_test": 32, "epochs": 1},
+                            "04_covid_ct_lesion_segmentation": {"n_train": 48, "n_val": 16, "n_test": 32,
+                                                                "epochs": 1},
+                            "06_cascade_segment_then_classify": {"seg_base": 8, "crop_size": 32,
+                                                                 "degrade": [0.0, 1.0]},
                         }}
 
 

@@ -13,6 +13,9 @@ Three layers, each usable alone:
     ``pocus``, ``folder:<path>``, ``mni152``).
 ``medlab.data.download``
     ``MEDLAB_DATA_DIR``, checksum-verified atomic downloads and safe extraction.
+``medlab.data.labelmaps``
+    ``load_segmentation(DATA, task, size=...)``: train/val/test images with a
+    label per pixel, the regions to evaluate, the pixel spacing and lung masks.
 
 The torch side (:class:`PhantomDataset`, :func:`make_splits`) loads lazily, so
 ``import medlab.data.phantoms`` needs only NumPy and SciPy.
@@ -22,8 +25,11 @@ from __future__ import annotations
 import importlib
 
 __all__ = [
-    "PhantomBatch", "PhantomDataset", "ArrayDataset", "make_splits", "make_loader", "load_source",
-    "list_sources", "data_dir", "phantoms", "sources", "download",
+    "fetch", "use_google_drive",
+    "PhantomBatch", "PhantomDataset", "ArrayDataset", "make_splits", "make_loader", "stratified_subset",
+    "load_source", "degrade_masks",
+    "list_sources", "data_dir", "phantoms", "sources", "download", "load_with_scanner_shift", "simulate_scanner",
+    "SegmentationData", "load_segmentation",
 ]
 
 _LAZY = {
@@ -32,11 +38,19 @@ _LAZY = {
     "ArrayDataset": ("medlab.data.dataset", "ArrayDataset"),
     "make_splits": ("medlab.data.dataset", "make_splits"),
     "make_loader": ("medlab.data.dataset", "make_loader"),
+    "stratified_subset": ("medlab.data.dataset", "stratified_subset"),
     "load_source": ("medlab.data.sources", "load_source"),
     "list_sources": ("medlab.data.sources", "list_sources"),
     "data_dir": ("medlab.data.download", "data_dir"),
+    "use_google_drive": ("medlab.data.download", "use_google_drive"),
+    "fetch": ("medlab.data.sources", "fetch_source"),
+    "degrade_masks": ("medlab.data.masks", "degrade_masks"),
+    "load_with_scanner_shift": ("medlab.data.shift", "load_with_scanner_shift"),
+    "simulate_scanner": ("medlab.data.shift", "simulate_scanner"),
+    "SegmentationData": ("medlab.data.labelmaps", "SegmentationData"),
+    "load_segmentation": ("medlab.data.labelmaps", "load_segmentation"),
 }
-_SUBMODULES = {"phantoms", "sources", "download", "dataset", "cli"}
+_SUBMODULES = {"phantoms", "sources", "download", "dataset", "cli", "masks", "shift", "labelmaps"}
 
 
 def __getattr__(name):

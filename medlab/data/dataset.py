@@ -21,7 +21,8 @@ from torch.utils.data import Dataset
 
 from ..errors import ParameterError
 
-__all__ = ["ArrayDataset", "PhantomDataset", "make_splits", "make_loader", "PHANTOM_KINDS", "split_seeds"]
+__all__ = ["ArrayDataset", "PhantomDataset", "make_splits", "make_loader", "PHANTOM_KINDS", "split_seeds",
+           "stratified_subset"]
 
 #: The phantom kinds :func:`make_splits` knows, with their generator's name.
 PHANTOM_KINDS = ("chest_xray", "ct_slice", "lung_ultrasound", "lung_ultrasound_clips", "us_nodule")
@@ -197,3 +198,31 @@ def make_loader(data, batch_size: int = 32, shuffle: bool = False, seed: int = 0
         sampler = RandomSampler(data, num_samples=max(len(data), int(samples_per_epoch or 0)), generator=generator)
     return DataLoader(data, batch_size=int(batch_size), sampler=sampler, shuffle=False, num_workers=int(num_workers),
                       pin_memory=pin_memory)
+
+
+def stratified_subset(labels, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of ``n`` cases that keep the class proportions of ``labels`` (at least one per class).
+
+    Each class gets ``floor(share * n)`` cases (at least one); what is left over goes to the classes
+    furthest below their share. The same ``seed`` gives the same subset; subsets for growing ``n`` are
+    not nested. ``n == len(labels)`` returns every index.
+
+    Raises:
+        ParameterError: ``n`` is not between 1 and ``len(labels)``, or too small to hold every class.
+    """
+    labels = np.asarray(labels)
+    if not 1 <= n <= labels.size:
+        raise ParameterError(f"subset size must be between 1 and {labels.size}, got {n}")
+    if n == labels.size:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    if n < classes.size:
+        raise ParameterError(f"a subset of {n} cannot hold all {classes.size} classes")
+    quota = np.maximum(1, np.floor(counts / labels.size * n).astype(int))
+    while quota.sum() < n:  # hand out the remainder to the largest classes
+        quota[np.argmax(counts - quota)] += 1
+    while quota.sum() > n:
+        quota[np.argmax(quota)] -= 1
+    chosen = [rng.choice(np.flatnonzero(labels == c), q, replace=False) for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(chosen))

@@ -36,7 +36,8 @@ from ..errors import MedlabError
 
 __all__ = [
     "data_dir", "source_dir", "file_checksum", "verify_checksum", "download", "extract",
-    "DownloadError", "ChecksumError", "UnsafeArchiveError", "OFFLINE_ENV", "DATA_DIR_ENV",
+    "DownloadError", "ChecksumError", "UnsafeArchiveError", "OFFLINE_ENV", "DATA_DIR_ENV", "use_google_drive",
+    "in_colab",
 ]
 
 DATA_DIR_ENV = "MEDLAB_DATA_DIR"
@@ -71,6 +72,37 @@ def data_dir(create: bool = False) -> Path:
     if create:
         root.mkdir(parents=True, exist_ok=True)
     return root
+
+
+def use_google_drive(folder: str = "medlab-data", mount_point: str = "/content/drive") -> Path:
+    """In Colab, keep the data sets (and the weights medlab pretrains) in Google Drive.
+
+    Mounts Google Drive (Colab asks for permission the first time), makes
+    ``MyDrive/<folder>`` the data folder (sets ``MEDLAB_DATA_DIR`` for this session) and
+    returns it. A Colab session's own disk is wiped when the session ends; the Drive folder
+    stays, so the next session finds the data without downloading again. Call it before
+    the data are loaded (the lessons' ``USE_DRIVE = True`` does).
+
+    Raises:
+        DownloadError: not running in Colab (elsewhere, set ``MEDLAB_DATA_DIR`` to any folder).
+    """
+    try:
+        from google.colab import drive
+    except ImportError:
+        raise DownloadError("use_google_drive() works in Google Colab only; elsewhere set the environment "
+                            f"variable {DATA_DIR_ENV} to the folder that holds (or should hold) the data") from None
+    drive.mount(mount_point)
+    target = Path(mount_point) / "MyDrive" / folder
+    target.mkdir(parents=True, exist_ok=True)
+    os.environ[DATA_DIR_ENV] = str(target)
+    return target
+
+
+def in_colab() -> bool:
+    """Whether this Python runs in Google Colab."""
+    import sys
+
+    return "google.colab" in sys.modules or bool(os.environ.get("COLAB_RELEASE_TAG"))
 
 
 def source_dir(name: str, create: bool = False) -> Path:

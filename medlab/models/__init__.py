@@ -4,7 +4,11 @@
   with a clear weights policy (none, ImageNet, or a file of ours);
 * :func:`freeze_backbone`, :func:`unfreeze`, :func:`count_parameters` for
   transfer learning;
-* :class:`UNet` - a 2D U-Net.
+* :mod:`medlab.models.pretrained` - the pretrained weights cache
+  (:func:`resolve_pretraining`: ImageNet, a phantom pretraining cached by its
+  configuration, or a file);
+* :class:`UNet` - a 2D U-Net;
+* :class:`NormalisedModel` - a classifier with its input normalisation inside.
 """
 from .classifiers import (
     CLASSIFIERS,
@@ -20,8 +24,11 @@ from .classifiers import (
     unfreeze,
 )
 from .unet import UNet
+from .pretrained import Pretrained, resolve_pretraining
+from .wrappers import NormalisedModel
 
 __all__ = [
-    "CLASSIFIERS", "SmallCNN", "UNet", "WeightsNotFoundError", "adapt_input_channels", "build_classifier", "classifier_name",
+    "CLASSIFIERS", "NormalisedModel", "SmallCNN", "UNet", "WeightsNotFoundError", "adapt_input_channels", "build_classifier", "classifier_name",
     "count_parameters", "freeze_backbone", "load_weights", "read_state_dict", "unfreeze",
+    "Pretrained", "resolve_pretraining",
 ]

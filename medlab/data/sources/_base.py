@@ -53,13 +53,46 @@ class SourceInfo:
                 + f"\n  get it: {self.how_to_get}")
 
 
-def require(info: SourceInfo, root: Path, what: str) -> None:
-    """Raise DataNotFoundError for ``info`` saying what is missing, where, and how to get it."""
-    raise DataNotFoundError(
-        info.name,
-        f"Looked in {root}: {what}.\nExpected layout under the root:\n{info.layout.rstrip()}\n"
-        f"How to get it: {info.how_to_get}\n"
-        f"Put it under {root} (or pass root=..., or set MEDLAB_DATA_DIR).")
+def require(info: SourceInfo, root: Path, what: str, command: str | None = None) -> None:
+    """Raise DataNotFoundError for ``info`` saying what is missing, where, and how to get it.
+
+    ``command``: the exact ``medlab data fetch ...`` line that gets these files (size
+    included) for sources with a public download; the message shows it first, as a shell
+    command and as the Python call a notebook cell can run. Without it, the source's own
+    instructions (a Kaggle command, a web page) come first. In Colab the message adds how to
+    keep the data in Google Drive.
+    """
+    from ..download import in_colab
+
+    lines = [f"Looked in {root}: {what}."]
+    if command:
+        python = _python_call(command)
+        lines.append(f"Get it with one command: {command}\n  (in a notebook cell: !{command}"
+                     + (f"  or  {python}" if python else "") + ")")
+        lines.append(f"Or by hand: {info.how_to_get}")
+    else:
+        lines.append(f"How to get it: {info.how_to_get}")
+    lines.append(f"Put the files under {root} (or pass root=..., or set MEDLAB_DATA_DIR); the layout there:\n"
+                 f"{info.layout.rstrip()}")
+    if in_colab():
+        lines.append("In Colab this folder is lost when the session ends: run medlab.data.use_google_drive() "
+                     "first (the lessons' USE_DRIVE = True) to keep the data in your Google Drive.")
+    raise DataNotFoundError(info.name, "\n".join(lines))
+
+
+def _python_call(command: str) -> str | None:
+    """``medlab data fetch NAME [--size N] [--root R]`` as ``medlab.data.fetch(...)``."""
+    import shlex
+
+    words = shlex.split(command)
+    if words[:3] != ["medlab", "data", "fetch"] or len(words) < 4:
+        return None
+    args, rest = [repr(words[3])], words[4:]
+    while len(rest) >= 2 and rest[0] in ("--size", "--root"):
+        key, value = rest[0][2:], rest[1]
+        args.append(f"{key}={value}" if key == "size" else f"{key}={value!r}")
+        rest = rest[2:]
+    return f"medlab.data.fetch({', '.join(args)})" if not rest else None
 
 
 def stable_hash(text: str, seed: int = 0) -> float:

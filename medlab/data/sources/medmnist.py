@@ -8,6 +8,8 @@ labels ``(N, 1)`` (or ``(N, 14)`` for the multi-label ChestMNIST). The
 """
 from __future__ import annotations
 
+import shlex
+
 import zipfile
 from pathlib import Path
 
@@ -121,7 +123,10 @@ def find_file(flag: str, size: int = 28, root=None) -> Path:
     for folder in candidates:
         if (folder / name).is_file():
             return folder / name
-    require(_info(flag), candidates[0], f"no file {name}")
+    command = f"medlab data fetch medmnist:{flag} --size {size}"
+    if root is not None:
+        command += f" --root {shlex.quote(str(root))}"
+    require(_info(flag), candidates[0], f"no file {name}", command=command)
     raise AssertionError  # pragma: no cover
 
 

@@ -54,9 +54,12 @@ def pocus_root(root=None) -> Path:
                  base / "data", base):
         if (cand / "pocus_videos").is_dir() or (cand / "pocus_images").is_dir():
             return cand
+    import shlex
+
     from ._base import require
 
-    require(POCUS_INFO, base, "no data/pocus_videos or data/pocus_images folder")
+    command = "medlab data fetch pocus" + (f" --root {shlex.quote(str(root))}" if root is not None else "")
+    require(POCUS_INFO, base, "no data/pocus_videos or data/pocus_images folder", command=command)
     raise AssertionError  # pragma: no cover
 
 
@@ -126,6 +129,29 @@ class PocusDataset(FileDataset):
     def labels(self) -> np.ndarray:
         """Class of every item (no file is read)."""
         return np.array([it[1] for it in self.items], dtype=np.int64)
+
+    def arrays(self, classes: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every frame read into arrays: ``(images (N, C, S, S) float32, labels (N,), groups (N,))``.
+
+        Args:
+            classes: keep only the frames whose label is below this number
+                (``3`` keeps COVID-19, bacterial pneumonia and healthy, and drops
+                viral pneumonia, which has too few videos); None keeps all.
+
+        ``groups`` holds the source file of each frame: the frames of one video
+        share it, so predictions can be gathered back into clips by it.
+
+        Raises:
+            ParameterError: no frame is left.
+        """
+        keep = [i for i, item in enumerate(self.items) if classes is None or item[1] < classes]
+        if not keep:
+            raise ParameterError(f"pocus split {self.split!r} has no frames of the first {classes} classes "
+                                 f"({', '.join(self.class_names[:classes or None])})")
+        images = np.stack([np.asarray(self[i][0], dtype=np.float32) for i in keep])
+        labels = np.array([self.items[i][1] for i in keep], dtype=np.int64)
+        groups = np.array([str(self.items[i][0]) for i in keep])
+        return images, labels, groups
 
     def _load(self, item):
         path, label, frame, _ = item
