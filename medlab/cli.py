@@ -278,9 +278,7 @@ def _cmd_cache(args) -> int:
 
 
 def _cmd_sync_notebooks(args) -> int:
-    from .project import RELEASE_TAG, REPOSITORY, sync_notebooks
-
-    from .project import sync_readme
+    from .project import RELEASE_TAG, REPOSITORY, sync_notebooks, sync_readme
     from .runner import notebook_dir
 
     results = sync_notebooks(args.folder, check=args.check)
@@ -317,8 +315,9 @@ def _cmd_sweep(args) -> int:
     return 1 if bad else 0
 
 
-COMMANDS = {"sweep": _cmd_sweep, "student": _cmd_student, "list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "doctor": _cmd_doctor, "data": _cmd_data,
-            "bench": _cmd_bench, "reset": _cmd_reset, "cache": _cmd_cache, "sync-notebooks": _cmd_sync_notebooks}
+COMMANDS = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "sweep": _cmd_sweep, "doctor": _cmd_doctor,
+            "data": _cmd_data, "bench": _cmd_bench, "student": _cmd_student, "reset": _cmd_reset, "cache": _cmd_cache,
+            "sync-notebooks": _cmd_sync_notebooks}
 
 
 def main(argv=None) -> int:

@@ -61,7 +61,8 @@ __all__ = [
     # classification
     "confusion_matrix", "sensitivity", "specificity", "ppv", "npv", "f1", "operating_point", "auroc", "roc_curve",
     "roc_curve_band", "sensitivity_at_specificity", "youden_threshold", "quadratic_weighted_kappa",
-    "reliability_curve", "expected_calibration_error", "bootstrap_ci", "BootstrapCI", "ReliabilityCurve",
+    "reliability_curve", "expected_calibration_error", "calibration_confidence", "bootstrap_ci", "BootstrapCI",
+    "ReliabilityCurve",
     "bootstrap_auroc",
 ]
 
@@ -747,6 +748,15 @@ class ReliabilityCurve(NamedTuple):
     observed: np.ndarray
     count: np.ndarray
     edges: np.ndarray
+
+
+def calibration_confidence(y_true, y_prob) -> np.ndarray:
+    """The probability each case is binned by in :func:`reliability_curve` and :func:`expected_calibration_error`.
+
+    Binary (``(N,)`` or ``(N, 2)``): the probability of class 1; multi-class ``(N, C)``: the top-label
+    confidence.
+    """
+    return _calibration_inputs(y_true, y_prob)[0]
 
 
 def _calibration_inputs(y_true, y_prob):

@@ -27,8 +27,9 @@ dictionary per lesson and profile; a lesson reads them with
 The environment variable ``MEDLAB_PROFILE_OVERRIDES`` (a JSON object, for
 example ``{"n_train": 48, "epochs": 1}``) replaces fields of whichever profile
 is resolved; its key ``"lessons"`` replaces single knobs of single lessons,
-for example ``{"lessons": {"01_transfer_learning": {"sizes": [12, 48]}}}``. It exists to check a profile's code path (the ``gpu`` profile's
-ResNet-18 and 128-pixel images, say) on a machine too small to run it in full.
+for example ``{"lessons": {"01_transfer_learning": {"sizes": [12, 48]}}}``.
+It exists to check a profile's code path (the ``gpu`` profile's ResNet-18 and
+128-pixel images, say) on a machine too small to run it in full.
 """
 from __future__ import annotations
 

@@ -227,11 +227,16 @@ def plan(notebook, profile: str = "cpu", grid: dict | None = None, seeds: int | 
 
 # --------------------------------------------------------------------------- the sweep folder
 
-def _write_json(path: Path, document) -> None:
-    """Write JSON atomically: readers see the old file or the new one, never half of one."""
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: readers see the old file or the new one, never half of one."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(document, indent=2))
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, document) -> None:
+    """Write JSON atomically (see :func:`write_atomic`)."""
+    write_atomic(path, json.dumps(document, indent=2))
 
 
 def is_sweep(out) -> bool:

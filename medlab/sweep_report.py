@@ -25,14 +25,13 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
 import time
 from pathlib import Path
 
 import numpy as np
 
-from .sweep import ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, RUNS_DIR, load_spec
+from .sweep import ATTEMPTS_FILE, DONE_FILE, ERROR_FILE, RUNS_DIR, load_spec, write_atomic
 
 __all__ = ["SweepReport", "seed_statistics", "rerender", "FINISHED", "MAX_DEFAULT_METRICS"]
 
@@ -83,12 +82,6 @@ def _stat_text(stats: dict) -> str:
     if stats["sd"] is not None:
         text += f" ± {_fmt(stats['sd'])} [{_fmt(stats['low'])}, {_fmt(stats['high'])}]"
     return text
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class SweepReport:
@@ -202,9 +195,9 @@ class SweepReport:
         payload = {"notebook": self.spec["notebook"], "profile": self.spec["profile"], "swept": self.swept,
                    "metrics": self.metrics, "written": time.strftime("%Y-%m-%d %H:%M:%S"),
                    "runs": self.rows, "configurations": configurations, "figures": written}
-        _write(self.out / "results.json", json.dumps(payload, indent=2))
-        _write(self.out / "summary.md", self._markdown(configurations, written))
-        _write(self.out / "index.html", self._html(configurations, written))
+        write_atomic(self.out / "results.json", json.dumps(payload, indent=2))
+        write_atomic(self.out / "summary.md", self._markdown(configurations, written))
+        write_atomic(self.out / "index.html", self._html(configurations, written))
 
     def _counts(self) -> str:
         counts: dict[str, int] = {}

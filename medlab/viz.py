@@ -627,10 +627,9 @@ def plot_reliability(curves: Sequence[tuple[str, object, object]], n_bins: int =
         curve = _metrics.reliability_curve(y_true, y_prob, n_bins)
         ece = _metrics.expected_calibration_error(y_true, y_prob, n_bins)
         ax.plot(curve.confidence, curve.observed, "o-", color=f"C{i}", label=f"{label} (ECE {ece:.3f})")
-        p = np.asarray(y_prob.detach().cpu() if hasattr(y_prob, "detach") else y_prob, dtype=float)
-        binary = binary and (p.ndim == 1 or p.shape[1] == 2)
-        p = p[:, 1] if p.ndim == 2 and p.shape[1] == 2 else (p.max(1) if p.ndim == 2 else p)
-        ax_hist.hist(p, bins=edges, histtype="step", color=f"C{i}", lw=1.5)
+        binary = binary and (np.ndim(y_prob) == 1 or np.shape(y_prob)[1] == 2)
+        ax_hist.hist(_metrics.calibration_confidence(y_true, y_prob), bins=edges, histtype="step", color=f"C{i}",
+                     lw=1.5)
     ax.set(ylabel="observed frequency of class 1" if binary else "accuracy", xlim=(0, 1), ylim=(0, 1))
     ax.set_title(title or f"reliability diagram ({n_bins} bins)")
     ax.legend(loc="upper left", fontsize=8)

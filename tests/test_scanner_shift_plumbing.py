@@ -2,14 +2,13 @@
 input, and the figures of calibration, intensity shift, attacks and the randomisation cascade."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from matplotlib.figure import Figure
 
+from figure_support import rendered
 from medlab import metrics, viz
 from medlab.data import load_with_scanner_shift, simulate_scanner
 from medlab.errors import DataNotFoundError, ParameterError
@@ -17,14 +16,6 @@ from medlab.models import NormalisedModel, build_classifier
 
 SIZES = dict(n_train=8, n_val=4, n_test=6, size=32)
 CLASSES = ("normal", "bacterial_pneumonia")
-
-
-def rendered(fig):
-    assert isinstance(fig, Figure)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=40)
-    assert buffer.getvalue()[:4] == b"\x89PNG"
-    return fig
 
 
 def test_phantoms_change_the_scanner_not_the_patients():

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import importlib
-import io
 
 import numpy as np
 import pytest
 from matplotlib.collections import PolyCollection
 from matplotlib.figure import Figure
 
+from figure_support import rendered
 from medlab import metrics as M
 from medlab.errors import ParameterError
 
@@ -26,15 +26,6 @@ def viz(monkeypatch):
     yield module
     assert shown == [], "a figure function called plt.show()"
     assert plt.get_fignums() == before, "a figure function left a pyplot figure open"
-
-
-def rendered(fig):
-    """Render to PNG (catches errors that only appear at draw time) and return the figure."""
-    assert isinstance(fig, Figure)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=50)
-    assert buffer.getvalue()[:4] == b"\x89PNG"
-    return fig
 
 
 def scores(n=150, seed=0):

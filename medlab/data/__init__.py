@@ -27,7 +27,7 @@ import importlib
 __all__ = [
     "fetch", "use_google_drive",
     "PhantomBatch", "PhantomDataset", "ArrayDataset", "make_splits", "make_loader", "stratified_subset",
-    "load_source", "degrade_masks",
+    "load_source", "degrade_masks", "nearest_medmnist_size",
     "list_sources", "data_dir", "phantoms", "sources", "download", "load_with_scanner_shift", "simulate_scanner",
     "SegmentationData", "load_segmentation",
 ]
@@ -41,6 +41,7 @@ _LAZY = {
     "stratified_subset": ("medlab.data.dataset", "stratified_subset"),
     "load_source": ("medlab.data.sources", "load_source"),
     "list_sources": ("medlab.data.sources", "list_sources"),
+    "nearest_medmnist_size": ("medlab.data.sources.medmnist", "nearest_size"),
     "data_dir": ("medlab.data.download", "data_dir"),
     "use_google_drive": ("medlab.data.download", "use_google_drive"),
     "fetch": ("medlab.data.sources", "fetch_source"),

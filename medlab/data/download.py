@@ -81,7 +81,7 @@ def use_google_drive(folder: str = "medlab-data", mount_point: str = "/content/d
     ``MyDrive/<folder>`` the data folder (sets ``MEDLAB_DATA_DIR`` for this session) and
     returns it. A Colab session's own disk is wiped when the session ends; the Drive folder
     stays, so the next session finds the data without downloading again. Call it before
-    the data are loaded (the lessons' ``USE_DRIVE = True`` does).
+    the data are loaded (in a cell right after a lesson's set-up cell).
 
     Raises:
         DownloadError: not running in Colab (elsewhere, set ``MEDLAB_DATA_DIR`` to any folder).

@@ -84,10 +84,6 @@ def _arrays(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat(xs).float(), torch.cat(ys).long()
 
 
-def _medmnist_size(size: int) -> int:
-    return min((28, 64, 128, 224), key=lambda s: abs(s - size))
-
-
 def load_with_scanner_shift(data: str = "phantom", n_train: int = 600, n_val: int = 150, n_test: int = 300,
                             size: int = 64, seed: int = 0, shifted_domain: str = "B", classes=None,
                             **phantom_knobs) -> ScannerShiftSplits:
@@ -131,9 +127,10 @@ def load_with_scanner_shift(data: str = "phantom", n_train: int = 600, n_val: in
                                   notes={"shift": "same patients, other scanner preset"})
 
     from .sources import load_source
+    from .sources.medmnist import nearest_size
 
     head = data.split(":", 1)[0].strip().lower()
-    native = _medmnist_size(size) if head == "medmnist" else size
+    native = nearest_size(size) if head == "medmnist" else size
     x, y, names = {}, {}, None
     for split, n in sizes.items():
         ds = load_source(data, split=split, size=native, limit=n, seed=seed)

@@ -28,7 +28,8 @@ from .pretrained import Pretrained, resolve_pretraining
 from .wrappers import NormalisedModel
 
 __all__ = [
-    "CLASSIFIERS", "NormalisedModel", "SmallCNN", "UNet", "WeightsNotFoundError", "adapt_input_channels", "build_classifier", "classifier_name",
+    "CLASSIFIERS", "NormalisedModel", "SmallCNN", "UNet", "WeightsNotFoundError", "adapt_input_channels",
+    "build_classifier", "classifier_name",
     "count_parameters", "freeze_backbone", "load_weights", "read_state_dict", "unfreeze",
     "Pretrained", "resolve_pretraining",
 ]

@@ -31,8 +31,8 @@ import torch.nn as nn
 from ..errors import DataNotFoundError, ParameterError
 
 __all__ = [
-    "CLASSIFIERS", "SmallCNN", "classifier_name", "WeightsNotFoundError", "adapt_input_channels", "build_classifier", "load_weights",
-    "read_state_dict",
+    "CLASSIFIERS", "SmallCNN", "classifier_name", "WeightsNotFoundError", "adapt_input_channels", "build_classifier",
+    "load_weights", "read_state_dict",
     "freeze_backbone", "unfreeze", "count_parameters",
 ]
 

@@ -76,7 +76,7 @@ def require(info: SourceInfo, root: Path, what: str, command: str | None = None)
                  f"{info.layout.rstrip()}")
     if in_colab():
         lines.append("In Colab this folder is lost when the session ends: run medlab.data.use_google_drive() "
-                     "first (the lessons' USE_DRIVE = True) to keep the data in your Google Drive.")
+                     "first (in a cell after the set-up cell) to keep the data in your Google Drive.")
     raise DataNotFoundError(info.name, "\n".join(lines))
 
 

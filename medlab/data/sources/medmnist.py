@@ -9,7 +9,6 @@ labels ``(N, 1)`` (or ``(N, 14)`` for the multi-label ChestMNIST). The
 from __future__ import annotations
 
 import shlex
-
 import zipfile
 from pathlib import Path
 
@@ -100,6 +99,11 @@ INFO = SourceInfo(
 def file_name(flag: str, size: int = 28) -> str:
     """``<flag>.npz`` for 28x28, ``<flag>_<size>.npz`` otherwise."""
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+
+
+def nearest_size(size: int) -> int:
+    """The MedMNIST image size (28, 64, 128 or 224) closest to ``size`` pixels."""
+    return min(SIZES, key=lambda s: abs(s - int(size)))
 
 
 def check_flag(flag: str, size: int) -> None:
