@@ -16,6 +16,16 @@ batch it bounds the overhead independently of machine noise.
 
     python benchmarks/train_overhead.py                    # both workloads, writes results/train_overhead.md
     python benchmarks/train_overhead.py --workload small_cnn:64 --repeats 9 --threads 2
+
+``--compile-compare MODE`` measures something else: plain ``fit`` against
+``fit(compile=MODE)`` (e.g. ``reduce-overhead``, CUDA graphs on CUDA) on the
+same model, data and seed, in one run, on ``--device``; it reports the first
+epoch (which includes compiling) apart from the steady epochs, and writes
+results/fit_compile_<device>.md:
+
+    python benchmarks/train_overhead.py --compile-compare reduce-overhead --workload small_cnn:64:320:96 --epochs 3
+    python benchmarks/train_overhead.py --compile-compare reduce-overhead --device cuda \
+        --workload resnet18:64:4096:512 --batch-size 32 --epochs 4
 """
 from __future__ import annotations
 
@@ -208,6 +218,101 @@ def conclusion(results):
     return lines
 
 
+def compile_comparison(model_name, size, n_train, n_val, mode, args):
+    """Plain ``fit`` against ``fit(compile=mode)``: per-epoch seconds, steps per second and final losses."""
+    device = torch.device(args.device)
+    train_set, val_set = make_data(n_train, n_val, size)
+    runs = {"plain": [], mode: []}
+    for repeat in range(args.repeats):
+        order = ["plain", mode] if repeat % 2 == 0 else [mode, "plain"]      # alternate who goes first
+        for name in order:
+            torch._dynamo.reset()                                            # every compiled run compiles afresh
+            torch.manual_seed(0)
+            model = build(model_name)
+            model(train_set.tensors[0][:1])
+            train_loader, val_loader = loaders(train_set, val_set, args.batch_size, 0)
+            started = time.perf_counter()
+            with contextlib.redirect_stderr(io.StringIO()):
+                history = fit(model, train_loader, val_loader, loss="cross_entropy", lr=1e-3, epochs=args.epochs,
+                              device=device, amp=args.amp, channels_last="auto", progress=False,
+                              compile=None if name == "plain" else mode, seed=0)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            runs[name].append({"total_s": time.perf_counter() - started, "epoch_s": list(history.epoch_seconds),
+                               "train_loss": history["train_loss"][-1], "val_loss": history["val_loss"][-1]})
+    torch._dynamo.reset()
+    steps = len(range(0, n_train, args.batch_size)) + len(range(0, n_val, args.batch_size))
+    return {"model": model_name, "size": size, "n_train": n_train, "n_val": n_val, "mode": mode, "runs": runs,
+            "steps_per_epoch": steps, "device": str(device)}
+
+
+def compile_table(result, args):
+    med = statistics.median
+    lines = [f"### {result['model']} at {result['size']}x{result['size']}, {result['n_train']} training + "
+             f"{result['n_val']} validation images, batch {args.batch_size}, {args.epochs} epochs, "
+             f"{result['steps_per_epoch']} batches per epoch, on {result['device']} ({args.repeats} repeats)", "",
+             "| fit | first epoch s (median) | later epochs s (median) | ms per batch, later epochs | "
+             "whole run s (median) | final train loss | final val loss |", "|---|---:|---:|---:|---:|---:|---:|"]
+    steady = {}
+    for name, runs in result["runs"].items():
+        first = med(r["epoch_s"][0] for r in runs)
+        later = [s for r in runs for s in r["epoch_s"][1:]]
+        steady[name] = med(later) if later else None
+        label = "plain (eager)" if name == "plain" else f"compile={name!r}"
+        lines.append(f"| {label} | {first:.2f} | {_f(steady[name], '.3f')} | "
+                     f"{_f(steady[name] and 1000 * steady[name] / result['steps_per_epoch'], '.2f')} | "
+                     f"{med(r['total_s'] for r in runs):.2f} | {med(r['train_loss'] for r in runs):.4f} | "
+                     f"{med(r['val_loss'] for r in runs):.4f} |")
+    plain, compiled = steady.get("plain"), steady.get(result["mode"])
+    if plain and compiled:
+        first_extra = (med(r["epoch_s"][0] for r in result["runs"][result["mode"]])
+                       - med(r["epoch_s"][0] for r in result["runs"]["plain"]))
+        gain = plain - compiled
+        pays = (f"the compilation (about {first_extra:.0f} s more in the first epoch) is repaid after about "
+                f"{first_extra / gain:.0f} more epochs like these" if gain > 0 else
+                "compiling does not pay on this workload and device")
+        lines += ["", f"Steady epochs: compiled {plain / compiled:.2f}× the speed of plain `fit`; {pays}."]
+    return lines
+
+
+def _f(value, spec):
+    return "–" if value is None else format(value, spec)
+
+
+def compare_main(args, workloads):
+    results = []
+    for workload in workloads:
+        parts = workload.split(":")
+        model_name, size, n_train, n_val = (parts + ["64", "320", "96"][len(parts) - 1:])[:4]
+        results.append(compile_comparison(model_name, int(size), int(n_train), int(n_val), args.compile_compare, args))
+    device = torch.device(args.device)
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU used"
+    lines = [f"# `fit` with and without `torch.compile(mode={args.compile_compare!r})`", "",
+             "Command: `python benchmarks/train_overhead.py --compile-compare " + args.compile_compare + " "
+             + " ".join(f"--workload {w}" for w in workloads)
+             + f" --batch-size {args.batch_size} --epochs {args.epochs} --repeats {args.repeats} --device {args.device}"
+             + f" --amp {args.amp} --threads {args.threads}`", "",
+             f"- machine: {cpu_model()}, {os.cpu_count()} logical cores, {args.threads} torch thread(s), {gpu}",
+             f"- software: Python {platform.python_version()}, torch {torch.__version__}",
+             "- same model, data, seed and optimizer (AdamW, lr 1e-3); runs alternate (plain first, then compiled "
+             "first); every compiled run traces the model afresh (`torch._dynamo.reset()`), though Inductor's on-disk "
+             "cache can shorten the compilation after the first run on a machine; the first epoch (compilation, "
+             "warm-up) is reported apart from the later ones",
+             ]
+    if args.note:
+        lines.append(f"- note: {args.note}")
+    lines.append("")
+    for result in results:
+        lines += compile_table(result, args) + [""]
+    text = "\n".join(lines)
+    print(text)
+    output = args.output if args.output != RESULT else RESULT.with_name(f"fit_compile_{device.type}.md")
+    if str(output) != "-":
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text, encoding="utf-8")
+    return results
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workload", action="append", metavar="MODEL:SIZE:TRAIN:VAL",
@@ -219,8 +324,19 @@ def main(argv=None):
     parser.add_argument("--probe-repeats", type=int, default=41, help="repeats of the cheap 'linear' probe")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--output", type=Path, default=RESULT, help="markdown file to write ('-' for none)")
+    parser.add_argument("--compile-compare", metavar="MODE",
+                        help="instead: plain fit against fit(compile=MODE) (default, reduce-overhead, max-autotune, "
+                             "...); --repeats sets the repeats; writes results/fit_compile_<device>.md")
+    parser.add_argument("--device", default="cpu", help="device for --compile-compare (cpu, cuda)")
+    parser.add_argument("--amp", default="auto", help="fit's amp for --compile-compare (auto: bf16 on CUDA, off on CPU)")
+    parser.add_argument("--note", default="", help="a line added to the --compile-compare report (e.g. machine load)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.compile_compare:
+        from medlab.train import resolve_compile
+
+        resolve_compile(args.compile_compare, args.device)       # a bad mode stops here, before any work
+        return compare_main(args, args.workload or ["small_cnn:64:320:96"])
     workloads = args.workload or ["small_cnn:64:320:96", "linear:16:6400:1600"]
     results = []
     for workload in workloads:

@@ -17,7 +17,16 @@ What is measured
       image (counted by ``torch.utils.flop_counter``), the achieved FLOP/s and
       the ratio to the matrix-product ceiling (for mixed precision the faster
       of float32 and the half dtype, since autocast keeps some layers in
-      float32): how close to the limit the model runs.
+      float32): how close to the limit the model runs. The float32 product is
+      measured in the float32 math the model rows run in (TF32 or not, see
+      :func:`math_mode`; on CUDA PyTorch lets cuDNN convolutions use TF32 by
+      default), and ``tf32`` is recorded in the ceiling, the rows and the
+      machine line, so that a fraction above 100% cannot come from comparing
+      TF32 convolutions with a non-TF32 product; one that still does (noise)
+      is kept and flagged (``ceiling_exceeded``), not clipped.
+    * **Phantom generation against training** (:func:`phantom_ratios`): the
+      generators' images per second over the training rate they would feed,
+      measured in the same run (target :data:`PHANTOM_TARGET` times).
 
 How
     Warm-up steps are run first and excluded (the first ``torch.compile`` call
@@ -65,13 +74,33 @@ __all__ = [
     "Case", "Grid", "BenchResults", "GRIDS", "MODELS", "grid", "grid_for_profile", "build_model", "measure",
     "measure_ceiling", "measure_phantoms", "measure_loader", "run", "load", "time_repeats", "summarize",
     "PeakMemory", "plot_throughput", "plot_memory", "plot_data_path", "FORMAT", "speedups", "speedup_markdown",
-    "practical_times", "practical_markdown", "machine",
+    "practical_times", "practical_markdown", "machine", "math_mode", "tf32_mode", "phantom_ratios",
+    "PUBLISHED", "published_markdown",
 ]
 
 FORMAT = "medlab-bench-v1"
-MODELS = ("small_cnn", "resnet18", "densenet121", "unet")
+MODELS = ("small_cnn", "resnet18", "resnet50", "densenet121", "unet")
 MODES = ("train", "infer")
 UNET_BASE_CHANNELS = 32  # the gpu profile's width; the full-width U-Net of the paper has 64
+PHANTOM_TARGET = 5.0     # phantom generation should outrun the training it feeds by at least this factor
+
+#: Published single-GPU training rates of ResNet-50 at 224 px that the ``resnet50@224`` rows can be set beside.
+#: Caveats: NVIDIA's figures are for ResNet-50 v1.5 (3-channel ImageNet input, 1000 classes, SGD, DALI data
+#: pipeline, NGC container 21.03); ours are torchvision's ResNet-50 with one input channel, two classes,
+#: AdamW and random inputs already on the GPU. Same order of work per image, not the same program.
+PUBLISHED = (
+    {"model": "resnet50", "size": 224, "mode": "train", "amp": True, "images_per_s": 2470,
+     "gpu": "1x A100 80GB (DGX A100)", "precision": "mixed precision",
+     "source": "NVIDIA DeepLearningExamples, PyTorch/Classification/ConvNets/resnet50v1.5/README.md, "
+               "'Training performance: NVIDIA DGX A100 (8x A100 80GB)', 1 GPU (checked)"},
+    {"model": "resnet50", "size": 224, "mode": "train", "amp": False, "images_per_s": 938,
+     "gpu": "1x A100 80GB (DGX A100)", "precision": "TF32",
+     "source": "same table, TF32 column (checked)"},
+    {"model": "resnet50", "size": 224, "mode": "train", "amp": True, "images_per_s": None,
+     "gpu": "1x H100", "precision": "mixed precision (fp16)",
+     "source": "about 2,600-2,800 images/s is often quoted; no published table was found to check it "
+               "(not verified)"},
+)
 
 
 # ======================================================================================
@@ -82,7 +111,7 @@ class Case:
     """One model measurement.
 
     Attributes:
-        model: ``small_cnn``, ``resnet18``, ``densenet121`` or ``unet``.
+        model: ``small_cnn``, ``resnet18``, ``resnet50``, ``densenet121`` or ``unet``.
         size: image side in pixels.
         batch_size: images per step.
         mode: ``"train"`` (forward, loss, backward, optimizer step) or
@@ -181,8 +210,9 @@ def _case(model, size, batch, mode, variant) -> Case:
 def grid(name: str) -> Grid:
     """A named grid: ``smoke`` (seconds), ``cpu`` (about a minute on 2 cores), ``gpu``, ``full``.
 
-    ``full`` is ResNet-18 at 64 and 224 pixels, DenseNet-121 at 224, the U-Net
-    at 128 and 256, training and inference, each in fp32, with mixed
+    ``full`` is ResNet-18 at 64 and 224 pixels, ResNet-50 at 224 (the model
+    with published reference figures, see :data:`PUBLISHED`), DenseNet-121 at
+    224, the U-Net at 128 and 256, training and inference, each in fp32, with mixed
     precision, with channels_last and their combination at three batch
     sizes, plus ``torch.compile`` alone and with both switches at the middle
     batch size; phantom generation at 64, 128 and 256 pixels; the DataLoader
@@ -214,7 +244,8 @@ def grid(name: str) -> Grid:
     if name in ("full", "gpu"):
         cases = []
         for model, size, batches in (("resnet18", 64, (32, 128, 512)), ("resnet18", 224, (16, 64, 256)),
-                                     ("densenet121", 224, (16, 64, 128)), ("unet", 128, (8, 32, 128)),
+                                     ("resnet50", 224, (32, 128, 256)), ("densenet121", 224, (16, 64, 128)),
+                                     ("unet", 128, (8, 32, 128)),
                                      ("unet", 256, (4, 16, 64))):
             compiled = name == "full" or (model, size) in (("resnet18", 64), ("unet", 128))
             cases += _variants(model, size, batches, variants=("fp32", "amp", "channels_last", "amp+channels_last"),
@@ -399,6 +430,129 @@ def _resolve_device(device):
 
 
 # ======================================================================================
+# float32 math mode (TF32)
+# ======================================================================================
+def _backends():
+    """``{"matmul": (new-API holder, legacy module), "conv": (...)}`` of torch's TF32 switches."""
+    import torch
+
+    cudnn_conv = getattr(torch.backends.cudnn, "conv", None)
+    return {"matmul": (torch.backends.cuda.matmul, torch.backends.cuda.matmul),
+            "conv": (cudnn_conv, torch.backends.cudnn)}
+
+
+def _tf32_switch(which: str):
+    """Whether TF32 is allowed for ``which`` (``matmul`` or ``conv``); None when torch cannot say.
+
+    The newer ``fp32_precision`` attribute (``"tf32"``/``"ieee"``) wins; ``"none"`` (or
+    an older torch) falls back to the legacy ``allow_tf32`` flag. Reading the legacy
+    flag after the two APIs were mixed raises in recent torch: that reads as None.
+    """
+    import warnings
+
+    holder, legacy = _backends()[which]
+    value = getattr(holder, "fp32_precision", None) if holder is not None else None
+    if value in ("tf32", "ieee"):
+        return value == "tf32"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(legacy.allow_tf32)
+    except Exception:  # noqa: BLE001 - mixed legacy/new settings: unknown
+        return None
+
+
+def _set_tf32_switch(which: str, on: bool):
+    """Set one TF32 switch with the API it is currently set through; returns a function that restores it."""
+    import warnings
+
+    holder, legacy = _backends()[which]
+    value = getattr(holder, "fp32_precision", None) if holder is not None else None
+    if value in ("tf32", "ieee"):
+        holder.fp32_precision = "tf32" if on else "ieee"
+        return lambda: setattr(holder, "fp32_precision", value)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        before = legacy.allow_tf32
+        legacy.allow_tf32 = bool(on)
+
+    def restore():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            legacy.allow_tf32 = before
+    return restore
+
+
+def math_mode(device=None) -> dict:
+    """The float32 math that model rows run in on ``device``: may they use TF32 tensor cores?
+
+    Returns ``{"matmul_tf32", "conv_tf32", "float32_matmul_precision", "tf32_capable", "tf32"}``:
+
+    * ``matmul_tf32``: cuBLAS matrix products (linear layers, and the ceiling's
+      ``torch.mm``) may use TF32 (``torch.backends.cuda.matmul.fp32_precision``,
+      or the legacy ``allow_tf32`` / ``torch.set_float32_matmul_precision``);
+      off by default in PyTorch;
+    * ``conv_tf32``: cuDNN convolutions may use TF32
+      (``torch.backends.cudnn.conv.fp32_precision`` / ``allow_tf32``); **on** by
+      default in PyTorch, which is why a float32 ceiling measured with a plain
+      ``torch.mm`` understates what a convolutional network's float32 rows can reach;
+    * ``float32_matmul_precision``: ``torch.get_float32_matmul_precision()``;
+    * ``tf32_capable``: the device has TF32 tensor cores (CUDA, compute capability 8.0 or newer);
+    * ``tf32``: float32 work on this device runs (at least partly) in TF32:
+      capable and either switch on. Always False on a CPU.
+    """
+    import torch
+
+    device = _resolve_device(device or "cpu")
+    capable = False
+    if device.type == "cuda":
+        with contextlib.suppress(Exception):
+            capable = torch.cuda.get_device_capability(device)[0] >= 8
+    matmul, conv = _tf32_switch("matmul"), _tf32_switch("conv")
+    precision = torch.get_float32_matmul_precision()
+    return {"matmul_tf32": matmul, "conv_tf32": conv, "float32_matmul_precision": precision,
+            "tf32_capable": capable, "tf32": bool(capable and (matmul or conv or precision != "highest"))}
+
+
+@contextlib.contextmanager
+def tf32_mode(on: bool | None):
+    """Within the block, TF32 on (True) or off (False) for both matrix products and convolutions.
+
+    None changes nothing (the math mode torch is in is the one measured). The
+    previous settings are restored on exit, through the same API they were set with.
+    """
+    if on is None:
+        yield
+        return
+    restores = [_set_tf32_switch("matmul", on), _set_tf32_switch("conv", on)]
+    try:
+        yield
+    finally:
+        for restore in reversed(restores):
+            restore()
+
+
+@contextlib.contextmanager
+def _matmul_tf32(on: bool):
+    """TF32 for matrix products only, within the block (restored after)."""
+    restore = _set_tf32_switch("matmul", on)
+    try:
+        yield
+    finally:
+        restore()
+
+
+def _resolve_tf32(tf32):
+    if tf32 is None or tf32 is True or tf32 is False:
+        return tf32
+    words = {"auto": None, "on": True, "yes": True, "true": True, "off": False, "no": False, "false": False}
+    if isinstance(tf32, str) and tf32.strip().lower() in words:
+        return words[tf32.strip().lower()]
+    raise ParameterError(f"tf32 must be 'auto' (leave torch's setting), 'on' or 'off' (or True/False/None), "
+                         f"got {tf32!r}")
+
+
+# ======================================================================================
 # models
 # ======================================================================================
 def build_model(name: str, in_channels: int = 1, num_classes: int = 2, width: int | None = None):
@@ -458,6 +612,9 @@ def measure(case: Case, device="auto", warmup: int = 2, repeats: int = 5, steps:
            "status": "ok"}
     amp_dtype = _amp_dtype(device) if case.amp else None
     row["dtype"] = str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "float32"
+    row["tf32"] = math_mode(device)["tf32"]     # float32 work (all of fp32 rows, part of amp rows) may use TF32
+    row["math"] = ((f"{row['dtype']} autocast" if amp_dtype is not None else "float32")
+                   + (" +TF32" if row["tf32"] else ""))
     torch.manual_seed(seed)
     model = optimizer = None
     try:
@@ -533,12 +690,32 @@ def measure(case: Case, device="auto", warmup: int = 2, repeats: int = 5, steps:
 
 
 def _add_ceiling_fraction(row: dict, ceiling: dict | None) -> None:
+    """Add ``achieved_tflops`` and, against ``ceiling``, ``ceiling_fraction`` to a model row.
+
+    * The fraction is achieved FLOP/s over the matrix-product ceiling of the
+      faster of float32 and the row's own dtype (mixed precision keeps some
+      layers in float32).
+    * The float32 ceiling must have been measured in the same math mode as the
+      row (``tf32`` of both equal; see :func:`measure_ceiling`). When both
+      record their mode and the modes differ, no fraction is given and
+      ``ceiling_note`` says why: a TF32 row set against a ceiling measured
+      without TF32 reads as up to several times "100%".
+    * A fraction above 1 is kept, not clipped, and flagged with
+      ``ceiling_exceeded = True`` (timing noise, or a kernel faster than the
+      ceiling's ``torch.mm``: worth a look either way).
+    * Old results without a recorded mode are compared as before.
+    """
     flops = row.get("flops_per_image")
     if not flops or row.get("images_per_s") is None:
         return
     achieved = flops * row["images_per_s"]
     row["achieved_tflops"] = achieved / 1e12
     if ceiling:
+        row_tf32, ceiling_tf32 = row.get("tf32"), ceiling.get("tf32")
+        if row_tf32 is not None and ceiling_tf32 is not None and bool(row_tf32) != bool(ceiling_tf32):
+            row["ceiling_note"] = (f"not compared: the row ran with TF32 {'on' if row_tf32 else 'off'}, the ceiling "
+                                   f"was measured with TF32 {'on' if ceiling_tf32 else 'off'}")
+            return
         # mixed precision runs some layers in float32: its ceiling is the faster of the two dtypes
         # (on a GPU the half-precision one; on a CPU without native bfloat16, float32)
         tflops = ceiling.get("matmul_tflops") or {}
@@ -546,6 +723,8 @@ def _add_ceiling_fraction(row: dict, ceiling: dict | None) -> None:
         if peak:
             row["ceiling_fraction"] = achieved / (peak * 1e12)
             row["ceiling_dtype"] = max({"float32", row["dtype"]}, key=lambda name: tflops.get(name) or 0.0)
+            if row["ceiling_fraction"] > 1.0:
+                row["ceiling_exceeded"] = True
 
 
 # ======================================================================================
@@ -556,7 +735,17 @@ def measure_ceiling(device="auto", matmul_n: int = 2048, copy_mb: int = 256, rep
     """The device's measured limits: matrix-product FLOP/s per dtype and copy bandwidth.
 
     Returns ``{"device", "matmul_n", "matmul_tflops": {dtype: TFLOP/s}, "copy_mb",
-    "copy_gb_per_s": read+write bytes per second / 1e9, "notes": {dtype: reason}}``.
+    "copy_gb_per_s": read+write bytes per second / 1e9, "notes": {dtype: reason},
+    "tf32": bool, "math_mode": {...}}`` and, when TF32 is on,
+    ``"float32_ieee_tflops"`` (the same product without TF32, for reference).
+
+    The float32 product is measured in the math the model rows run in
+    (:func:`math_mode`, read when this is called): when float32 convolutions
+    or products may use TF32 (PyTorch's default on Ampere and newer GPUs
+    allows it for cuDNN convolutions but not for matrix products), the
+    product is measured with TF32 too, so that ``tf32`` is the same for the
+    ceiling and the rows and no fraction of it exceeds 100% by a mismatch of
+    math modes. Set the mode for a whole run with ``run(..., tf32="on"/"off")``.
     Both are the fastest of the repeats, not the median: a ceiling is what the
     machine can do, and on a busy machine the median would understate it (and
     put models above 100% of it).
@@ -567,19 +756,34 @@ def measure_ceiling(device="auto", matmul_n: int = 2048, copy_mb: int = 256, rep
     import torch
 
     device = _resolve_device(device)
-    result = {"device": str(device), "matmul_n": matmul_n, "matmul_tflops": {}, "copy_mb": copy_mb, "notes": {}}
+    mode = math_mode(device)
+    result = {"device": str(device), "matmul_n": matmul_n, "matmul_tflops": {}, "copy_mb": copy_mb, "notes": {},
+              "tf32": mode["tf32"], "math_mode": mode}
     generator = torch.Generator().manual_seed(0)
-    for name in dtypes:
+
+    def product_tflops(name, n):
         dtype = getattr(torch, name)
+        a = torch.randn(n, n, generator=generator).to(device, dtype)
+        b = torch.randn(n, n, generator=generator).to(device, dtype)
+        times = time_repeats(lambda: torch.mm(a, b), device, warmup=1, repeats=repeats, steps=1)
+        return 2 * n ** 3 / min(times) / 1e12
+
+    for name in dtypes:
         if device.type == "cpu" and name != "float32":
             n = min(matmul_n, 256)          # half precision is emulated on most CPUs: keep it short
         else:
             n = matmul_n
         try:
-            a = torch.randn(n, n, generator=generator).to(device, dtype)
-            b = torch.randn(n, n, generator=generator).to(device, dtype)
-            times = time_repeats(lambda: torch.mm(a, b), device, warmup=1, repeats=repeats, steps=1)
-            result["matmul_tflops"][name] = 2 * n ** 3 / min(times) / 1e12
+            if name == "float32" and mode["tf32"] and not mode["matmul_tf32"] \
+                    and mode["float32_matmul_precision"] == "highest":
+                # the models' float32 convolutions may use TF32 (PyTorch's default), its products not: the
+                # ceiling is the faster of the two, so the product is measured with TF32 (and, for
+                # reference, once more as torch is set, without it)
+                with _matmul_tf32(True):
+                    result["matmul_tflops"][name] = product_tflops(name, n)
+                result["float32_ieee_tflops"] = product_tflops(name, n)
+            else:
+                result["matmul_tflops"][name] = product_tflops(name, n)
         except Exception as error:  # noqa: BLE001
             result["notes"][name] = f"not available: {_reason(error)}"
     try:
@@ -692,7 +896,22 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
         info["cuda"] = torch.version.cuda
+        info["driver"] = _gpu_driver()
     return info
+
+
+def _gpu_driver() -> str | None:
+    """The NVIDIA driver version from ``nvidia-smi`` (None when it is not there)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return None
+    with contextlib.suppress(Exception):
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    return None
 
 
 class BenchResults:
@@ -751,39 +970,67 @@ class BenchResults:
     def machine_line(self) -> str:
         m = self.machine
         gpu = m.get("gpu") or "no GPU"
-        return (f"{m.get('cpu', '?')}, {m.get('cores', '?')} logical cores, torch {m.get('torch', '?')} "
+        if m.get("gpu") and m.get("driver"):
+            gpu += f" (driver {m['driver']}, CUDA {m.get('cuda', '?')})"
+        text = (f"{m.get('cpu', '?')}, {m.get('cores', '?')} logical cores, torch {m.get('torch', '?')} "
                 f"({m.get('torch_threads', '?')} threads), {gpu}; device {self.device}")
+        mode = m.get("math_mode")
+        if mode:
+            switches = [name for name, key in (("convolutions", "conv_tf32"), ("matrix products", "matmul_tf32"))
+                        if mode.get(key)]
+            text += ("; float32 math: TF32 on (" + " and ".join(switches) + ")" if mode.get("tf32")
+                     else "; float32 math: tf32 false (" + ("no TF32 hardware" if not mode.get("tf32_capable")
+                                                            else "TF32 switched off") + ")")
+        return text
 
-    def markdown(self, parts: Sequence[str] = ("machine", "ceiling", "model", "data")) -> str:
-        """Tables of the results, as Markdown: any of ``machine``, ``ceiling``, ``model``, ``data``."""
+    def markdown(self, parts: Sequence[str] = ("machine", "ceiling", "model", "data", "ratios", "published")) -> str:
+        """Tables of the results, as Markdown: any of ``machine``, ``ceiling``, ``model``, ``data``,
+        ``ratios`` (phantom generation against training, :func:`phantom_ratios`) and ``published``
+        (:data:`PUBLISHED` beside the matching rows, when there are any)."""
         out = []
         if "machine" in parts:
             out += [f"Machine: {self.machine_line()}. Grid `{self.grid}`, written {self.written}.", ""]
         if self.ceiling and "ceiling" in parts:
             c = self.ceiling
-            limits = [f"{k} {v:.3g} TFLOP/s" for k, v in c.get("matmul_tflops", {}).items()]
+            limits = [f"{k}{' (TF32)' if k == 'float32' and c.get('tf32') else ''} {v:.3g} TFLOP/s"
+                      for k, v in c.get("matmul_tflops", {}).items()]
+            if c.get("float32_ieee_tflops"):
+                limits.append(f"float32 without TF32 {c['float32_ieee_tflops']:.3g} TFLOP/s (reference only)")
             if c.get("copy_gb_per_s"):
                 limits.append(f"copy {c['copy_gb_per_s']:.3g} GB/s")
-            out += [f"Ceiling (matrix product {c.get('matmul_n')}², copy {c.get('copy_mb')} MiB): "
+            mode = "" if "tf32" not in c else f"; tf32: {str(bool(c['tf32'])).lower()}, as the model rows"
+            out += [f"Ceiling (matrix product {c.get('matmul_n')}², copy {c.get('copy_mb')} MiB{mode}): "
                     + ", ".join(limits), ""]
         models = self.select("model") if "model" in parts else []
         if models:
-            out += ["| model | mode | batch | variant | images/s (median) | min–max | step ms | peak MiB | "
+            out += ["| model | mode | batch | variant | math | images/s (median) | min–max | step ms | peak MiB | "
                     "Δ MiB | TFLOP/s | of ceiling | status |",
-                    "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+                    "|---|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
             for r in models:
+                math_text = r.get("math") or r.get("dtype") or "–"
                 if r["status"] != "ok":
-                    out.append(f"| {_model_name(r)} | {r['mode']} | {r['batch_size']} | {r['variant']} "
+                    out.append(f"| {_model_name(r)} | {r['mode']} | {r['batch_size']} | {r['variant']} | {math_text} "
                                f"| – | – | – | – | – | – | – | {r['status']} |")
                     continue
                 extra = f" (compile {r['compile_s']:.0f} s)" if r.get("compile_s") else ""
+                fraction = _fmt(r.get("ceiling_fraction"), ".1%")
+                if r.get("ceiling_exceeded"):
+                    fraction = f"**{fraction} ⚠**"
+                elif r.get("ceiling_note"):
+                    fraction = "n/c"
                 out.append(
-                    f"| {_model_name(r)} | {r['mode']} | {r['batch_size']} | {r['variant']} "
+                    f"| {_model_name(r)} | {r['mode']} | {r['batch_size']} | {r['variant']} | {math_text} "
                     f"| {r['images_per_s']:,.1f} | {r['images_per_s_min']:,.1f}–{r['images_per_s_max']:,.1f} "
                     f"| {r['step_ms']:.1f} | {_fmt(r.get('peak_memory_mb'), '.0f')} "
                     f"| {_fmt(r.get('memory_delta_mb'), '.0f')} | {_fmt(r.get('achieved_tflops'), '.3g')} "
-                    f"| {_fmt(r.get('ceiling_fraction'), '.1%')} | ok{extra} |")
+                    f"| {fraction} | ok{extra} |")
             out.append("")
+            exceeded = [r["label"] for r in models if r.get("ceiling_exceeded")]
+            if exceeded:
+                out += [f"⚠ above the measured ceiling (kept, not clipped: timing noise or a kernel faster than "
+                        f"the ceiling's matrix product): {', '.join(exceeded)}.", ""]
+            if any(r.get("ceiling_note") for r in models):
+                out += ["n/c: not compared, the row and the ceiling ran in different float32 math modes.", ""]
         for kind, title in (("phantom", "phantom generation"), ("loader", "DataLoader")):
             rows = self.select(kind) if "data" in parts else []
             if not rows:
@@ -797,6 +1044,18 @@ class BenchResults:
                 out.append(f"| {r['label']} | {r['images_per_s']:,.0f} | "
                            f"{r['images_per_s_min']:,.0f}–{r['images_per_s_max']:,.0f} | {note} |")
             out.append("")
+        ratios = phantom_ratios(self) if "ratios" in parts else []
+        if ratios:
+            out += [f"| phantom generation vs training | generated images/s | trained images/s | ratio "
+                    f"(target ≥ {PHANTOM_TARGET:g}) |", "|---|---:|---:|---:|"]
+            for r in ratios:
+                out.append(f"| {r['phantom']} vs {r['train_case']} | {r['images_per_s']:,.0f} | "
+                           f"{r['train_images_per_s']:,.0f} | {r['ratio']:.1f}× {'met' if r['met'] else 'NOT met'} |")
+            out.append("")
+        if "published" in parts:
+            published = published_markdown(self)
+            if published:
+                out += [published, ""]
         return "\n".join(out)
 
 
@@ -837,6 +1096,59 @@ def speedup_markdown(results: BenchResults) -> str:
         lines.append(f"| {r['case']} | {r['variant']} | {speed} | "
                      f"{_fmt(r['memory_ratio'], '.2f')} | {r['status']} |")
     return "\n".join(lines)
+
+
+def phantom_ratios(results: BenchResults, against: Sequence[tuple] = (("small_cnn", 64), ("resnet18", 64)),
+                   target: float = PHANTOM_TARGET) -> list[dict]:
+    """Phantom generation speed against the training it feeds, from rows of the same run.
+
+    The training rate is that of the first ``(model, size)`` in ``against``
+    with an ``ok`` float32 training row (the fastest such row; any variant if
+    there is no float32 one): by default the cpu profile's small CNN at 64 px,
+    else ResNet-18 at 64 px (the gpu grid). Returns one row per ``ok``
+    phantom row: ``{"phantom", "images_per_s", "train_case", "train_images_per_s",
+    "ratio", "target", "met"}``; empty without phantom or training rows.
+    """
+    reference = None
+    for model, size in against:
+        rows = [r for r in results.select("model", model=model, size=size, mode="train") if r["status"] == "ok"]
+        fp32 = [r for r in rows if r["variant"] == "fp32"]
+        if rows:
+            reference = max(fp32 or rows, key=lambda r: r["images_per_s"])
+            break
+    if reference is None:
+        return []
+    out = []
+    for r in results.select("phantom"):
+        if r["status"] != "ok":
+            continue
+        ratio = r["images_per_s"] / reference["images_per_s"]
+        out.append({"phantom": r["label"], "images_per_s": r["images_per_s"], "train_case": reference["label"],
+                    "train_images_per_s": reference["images_per_s"], "ratio": ratio, "target": target,
+                    "met": ratio >= target})
+    return out
+
+
+def published_markdown(results: BenchResults) -> str:
+    """:data:`PUBLISHED` figures beside the fastest matching rows of ``results`` (empty when none match)."""
+    lines = []
+    for ref in PUBLISHED:
+        rows = [r for r in results.select("model", model=ref["model"], size=ref["size"], mode=ref["mode"],
+                                          amp=ref["amp"]) if r["status"] == "ok"]
+        if not results.select("model", model=ref["model"], size=ref["size"], mode=ref["mode"]):
+            continue
+        best = max(rows, key=lambda r: r["images_per_s"]) if rows else None
+        ours = f"{best['images_per_s']:,.0f} ({best['label']})" if best else "not measured"
+        theirs = f"{ref['images_per_s']:,}" if ref["images_per_s"] else "–"
+        ratio = f"{best['images_per_s'] / ref['images_per_s']:.2f}×" if best and ref["images_per_s"] else "–"
+        lines.append(f"| {ref['model']}@{ref['size']} {ref['mode']}, {ref['precision']} | {ref['gpu']} | {theirs} "
+                     f"| {ours} | {ratio} | {ref['source']} |")
+    if not lines:
+        return ""
+    return "\n".join(["Published reference points (different program and data path: see the caveats of "
+                      "`medlab.bench.PUBLISHED`; a ratio near 1 on an A100-class GPU says the measurement is sane):",
+                      "", "| case | published on | images/s | ours (fastest matching row) | ours / published | "
+                      "source |", "|---|---|---:|---:|---:|---|"] + lines)
 
 
 def practical_times(results: BenchResults, jobs: Sequence[tuple]) -> list[dict]:
@@ -898,7 +1210,7 @@ def load(path) -> BenchResults:
 
 def run(grid_spec="cpu", device="auto", compile="auto", progress: bool = True, seed: int = 0,
         models: Sequence[str] | None = None, modes: Sequence[str] | None = None, repeats: int | None = None,
-        out=None, log: Callable[[str], None] | None = None, data: str = "phantom") -> BenchResults:
+        out=None, log: Callable[[str], None] | None = None, data: str = "phantom", tf32="auto") -> BenchResults:
     """Run a grid and return its :class:`BenchResults`.
 
     Args:
@@ -917,8 +1229,21 @@ def run(grid_spec="cpu", device="auto", compile="auto", progress: bool = True, s
             loader's image size) whose DataLoader is measured instead of the
             phantoms'. Phantom generation is measured either way.
         log: called with one line per finished row (e.g. ``print``).
+        tf32: ``"auto"`` (None): measure in the float32 math mode torch is
+            in (PyTorch's default on Ampere and newer GPUs: TF32 for cuDNN
+            convolutions, not for matrix products); ``"on"``/``"off"`` (True/
+            False): TF32 for both, for the whole run (restored afterwards).
+            Either way the float32 ceiling is measured in the mode the rows
+            run in and ``tf32`` is recorded in the ceiling, in each row and
+            in the machine line.
     """
     device = _resolve_device(device)
+    tf32 = _resolve_tf32(tf32)
+    with tf32_mode(tf32):
+        return _run(grid_spec, device, compile, progress, seed, models, modes, repeats, out, log, data)
+
+
+def _run(grid_spec, device, compile, progress, seed, models, modes, repeats, out, log, data) -> BenchResults:
     if isinstance(grid_spec, Grid):
         spec = grid_spec
     elif grid_spec in GRIDS:
@@ -941,7 +1266,8 @@ def run(grid_spec="cpu", device="auto", compile="auto", progress: bool = True, s
 
         dataset = load_source(data, split="train", size=spec.loader[1])
     started = time.perf_counter()
-    results = BenchResults(machine_info=machine(), grid_name=spec.name, device=device)
+    results = BenchResults(machine_info={**machine(), "math_mode": math_mode(device)}, grid_name=spec.name,
+                           device=device)
     work = (1 if spec.ceiling else 0) + len(cases) + len(spec.phantoms) + (1 if spec.loader else 0)
     bar = None
     if progress:
@@ -967,7 +1293,8 @@ def run(grid_spec="cpu", device="auto", compile="auto", progress: bool = True, s
             done([], None)
             if log:
                 log("ceiling: " + ", ".join(f"{k} {v:.3g} TFLOP/s" for k, v in results.ceiling["matmul_tflops"].items())
-                    + f", copy {results.ceiling.get('copy_gb_per_s', float('nan')):.3g} GB/s")
+                    + f", copy {results.ceiling.get('copy_gb_per_s', float('nan')):.3g} GB/s"
+                    + f" (tf32: {str(results.ceiling['tf32']).lower()})")
         for case in cases:
             if bar is not None:
                 bar.set_postfix_str(case.label)
@@ -988,6 +1315,10 @@ def run(grid_spec="cpu", device="auto", compile="auto", progress: bool = True, s
         if bar is not None:
             bar.close()
     results.elapsed_s = time.perf_counter() - started
+    if log:
+        for r in phantom_ratios(results):
+            log(f"phantom generation {r['phantom']}: {r['ratio']:.1f}x the training rate of {r['train_case']} "
+                f"(target {r['target']:g}x: {'met' if r['met'] else 'NOT met'})")
     if out:
         results.save(out)
     return results
@@ -1000,7 +1331,8 @@ def _log_line(row) -> str:
     if row.get("peak_memory_mb") is not None:
         text += f", peak {row['peak_memory_mb']:.0f} MiB"
     if row.get("ceiling_fraction") is not None:
-        text += f", {row['ceiling_fraction']:.1%} of the matmul ceiling"
+        text += f", {row['ceiling_fraction']:.1%} of the matmul ceiling" + (
+            " (ABOVE the ceiling: noise?)" if row.get("ceiling_exceeded") else "")
     return text
 
 

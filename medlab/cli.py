@@ -6,7 +6,7 @@
     medlab sweep NOTEBOOK [--profile P] [-p NAME=V1,V2,...] [--seeds N] [--out DIR] [--jobs N | --scheduler ADDR]
     medlab doctor
     medlab data list|fetch NAME|verify NAME
-    medlab bench [--grid smoke|cpu|gpu|full|auto] [--device D] [--compile|--no-compile] [--out FILE.json]
+    medlab bench [--grid smoke|cpu|gpu|full|auto] [--device D] [--compile|--no-compile] [--tf32 auto|on|off] [--out FILE.json]
     medlab student [NOTEBOOK ...] [--out DIR]
     medlab reset NOTEBOOK
     medlab cache list|clear [--data|--weights] [--yes]
@@ -129,11 +129,15 @@ def build_parser() -> argparse.ArgumentParser:
                                help="measure the torch.compile cases (default: all grids but smoke)")
     compile_group.add_argument("--no-compile", dest="compile", action="store_const", const=False,
                                help="record the torch.compile cases as skipped")
-    p_bench.add_argument("--model", action="append", choices=["small_cnn", "resnet18", "densenet121", "unet"],
+    p_bench.add_argument("--model", action="append",
+                         choices=["small_cnn", "resnet18", "resnet50", "densenet121", "unet"],
                          help="keep only this model (repeatable)")
     p_bench.add_argument("--mode", action="append", choices=["train", "infer"], help="keep only this mode")
     p_bench.add_argument("--repeats", type=int, help="timed repeats per case (default: the grid's)")
     p_bench.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p_bench.add_argument("--tf32", default="auto", choices=["auto", "on", "off"],
+                         help="float32 math: auto (torch's setting: on CUDA, TF32 convolutions), on or off (TF32 "
+                              "for convolutions and matrix products); the ceiling is measured in the same mode")
     p_bench.add_argument("--out", default="bench.json", help="JSON results file (default: bench.json)")
     p_bench.add_argument("--markdown", help="also write the tables to this Markdown file")
     p_bench.add_argument("--quiet", action="store_true", help="no progress bar and no per-row lines")
@@ -221,7 +225,7 @@ def _cmd_bench(args) -> int:
     grid = args.grid if args.grid != "auto" else ("full" if device.type == "cuda" else "cpu")
     results = bench.run(grid, device=device, compile=args.compile, progress=not args.quiet,
                         models=args.model, modes=args.mode, repeats=args.repeats, out=args.out,
-                        log=None if args.quiet else print)
+                        log=None if args.quiet else print, tf32=args.tf32)
     text = results.markdown()
     print()
     print(text)

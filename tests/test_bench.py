@@ -128,7 +128,11 @@ def test_grids():
     assert {c.variant for c in gpu_grid.cases} == {c.variant for c in full.cases}
     assert sum(c.compile for c in gpu_grid.cases) < sum(c.compile for c in full.cases)
     combos = {(c.model, c.size) for c in full.cases}
-    assert combos == {("resnet18", 64), ("resnet18", 224), ("densenet121", 224), ("unet", 128), ("unet", 256)}
+    assert combos == {("resnet18", 64), ("resnet18", 224), ("resnet50", 224), ("densenet121", 224), ("unet", 128),
+                      ("unet", 256)}
+    resnet50 = [c for c in gpu_grid.cases if c.model == "resnet50"]
+    assert {(c.mode, c.variant) for c in resnet50} == {(m, v) for m in ("train", "infer")
+                                                        for v in ("fp32", "amp", "channels_last", "amp+channels_last")}
     for model, size in combos:
         for mode in ("train", "infer"):
             mine = [c for c in full.cases if (c.model, c.size, c.mode) == (model, size, mode)]
@@ -217,3 +221,118 @@ def test_run_measures_a_named_data_set_and_fails_early_without_it(tmp_path, monk
     with pytest.raises(DataNotFoundError):
         bench.run(grid64, device="cpu", progress=False, data="medmnist:pneumoniamnist")
     assert time.perf_counter() - started < 5     # before any model was measured
+
+
+# ---------------------------------------------------------------------------------------------
+# float32 math mode (TF32), the ceiling measured in it, and the fraction of the ceiling
+# ---------------------------------------------------------------------------------------------
+def test_math_mode_and_tf32_mode_restore_the_switches():
+    mode = bench.math_mode("cpu")
+    assert set(mode) == {"matmul_tf32", "conv_tf32", "float32_matmul_precision", "tf32_capable", "tf32"}
+    assert mode["tf32"] is False and mode["tf32_capable"] is False          # no TF32 on a CPU, whatever the switches
+    before = (bench._tf32_switch("matmul"), bench._tf32_switch("conv"))
+    for on in (True, False):
+        with bench.tf32_mode(on):
+            assert bench._tf32_switch("matmul") is on and bench._tf32_switch("conv") is on
+        assert (bench._tf32_switch("matmul"), bench._tf32_switch("conv")) == before
+    with bench.tf32_mode(None):
+        assert (bench._tf32_switch("matmul"), bench._tf32_switch("conv")) == before
+    with pytest.raises(ParameterError):
+        bench._resolve_tf32("sometimes")
+    with pytest.raises(ParameterError, match="tf32"):
+        bench.run(bench.Grid("none", ()), device="cpu", progress=False, tf32="sometimes")
+    assert [bench._resolve_tf32(v) for v in ("auto", "ON", "off", True, None)] == [None, True, False, True, None]
+
+
+def test_ceiling_records_the_math_mode_and_measures_float32_in_it(monkeypatch):
+    ceiling = bench.measure_ceiling("cpu", matmul_n=64, copy_mb=1, repeats=2, dtypes=("float32",))
+    assert ceiling["tf32"] is False and ceiling["math_mode"]["tf32"] is False
+    assert "float32_ieee_tflops" not in ceiling
+    # where the models' float32 convolutions may use TF32 (a CUDA GPU, by default), the product is measured with
+    # TF32 on too, and once more without it for reference; the switch is restored afterwards
+    monkeypatch.setattr(bench, "math_mode", lambda device=None: {"matmul_tf32": False, "conv_tf32": True,
+                                                                 "float32_matmul_precision": "highest",
+                                                                 "tf32_capable": True, "tf32": True})
+    seen = []
+    real = bench.time_repeats
+
+    def spy(step, device="cpu", **kw):
+        seen.append(bench._tf32_switch("matmul"))
+        return real(step, device, **kw)
+
+    before = bench._tf32_switch("matmul")
+    monkeypatch.setattr(bench, "time_repeats", spy)
+    ceiling = bench.measure_ceiling("cpu", matmul_n=64, copy_mb=1, repeats=2, dtypes=("float32",))
+    assert ceiling["tf32"] is True and ceiling["float32_ieee_tflops"] > 0
+    assert seen[:2] == [True, False]          # the float32 ceiling with TF32, then the reference without
+    assert bench._tf32_switch("matmul") == before
+
+
+def test_add_ceiling_fraction_semantics():
+    base = {"flops_per_image": 1e9, "images_per_s": 100.0, "dtype": "float32", "tf32": False}
+    # the fraction: achieved FLOP/s over the float32 product's
+    row = dict(base)
+    bench._add_ceiling_fraction(row, {"matmul_tflops": {"float32": 0.2}, "tf32": False})
+    assert row["achieved_tflops"] == pytest.approx(0.1) and row["ceiling_fraction"] == pytest.approx(0.5)
+    assert "ceiling_exceeded" not in row and "ceiling_note" not in row
+    # above 1 (noise): kept as measured, not clipped, and flagged
+    row = dict(base)
+    bench._add_ceiling_fraction(row, {"matmul_tflops": {"float32": 0.08}, "tf32": False})
+    assert row["ceiling_fraction"] == pytest.approx(1.25) and row["ceiling_exceeded"] is True
+    # a TF32 row against a ceiling measured without TF32 (or the reverse) is not compared at all
+    for row_tf32, ceiling_tf32 in ((True, False), (False, True)):
+        row = dict(base, tf32=row_tf32)
+        bench._add_ceiling_fraction(row, {"matmul_tflops": {"float32": 0.08}, "tf32": ceiling_tf32})
+        assert "ceiling_fraction" not in row and "TF32" in row["ceiling_note"] and row["achieved_tflops"] > 0
+    # mixed precision: against the faster of float32 and its own dtype
+    row = dict(base, dtype="bfloat16")
+    bench._add_ceiling_fraction(row, {"matmul_tflops": {"float32": 0.2, "bfloat16": 0.8}, "tf32": False})
+    assert row["ceiling_dtype"] == "bfloat16" and row["ceiling_fraction"] == pytest.approx(0.125)
+    # results written before the mode was recorded are compared as before
+    row = {k: v for k, v in base.items() if k != "tf32"}
+    bench._add_ceiling_fraction(row, {"matmul_tflops": {"float32": 0.2}})
+    assert row["ceiling_fraction"] == pytest.approx(0.5)
+    # nothing to compare: no FLOP count
+    row = dict(base, flops_per_image=None)
+    bench._add_ceiling_fraction(row, {"matmul_tflops": {"float32": 0.2}})
+    assert "achieved_tflops" not in row and "ceiling_fraction" not in row
+
+
+def test_a_small_real_grid_stays_under_its_ceiling_on_the_cpu():
+    """Every fraction of a real run is at most 1, because the ceiling is measured in the rows' math mode."""
+    cases = (bench.Case("small_cnn", 32, 8, "train"), bench.Case("small_cnn", 32, 8, "infer"),
+             bench.Case("unet", 32, 2, "train", width=8), bench.Case("resnet18", 32, 4, "infer"))
+    grid = bench.Grid("tiny-ceiling", cases, warmup=1, repeats=3, steps=1, ceiling={"matmul_n": 512, "copy_mb": 4})
+    results = bench.run(grid, device="cpu", compile=False, progress=False)
+    assert results.ceiling["tf32"] is False and results.machine["math_mode"]["tf32"] is False
+    rows = [r for r in results.select("model") if r["status"] == "ok"]
+    assert len(rows) == len(cases)
+    for r in rows:
+        assert r["tf32"] is False and r["math"] == "float32"
+        assert 0 < r["ceiling_fraction"] <= 1.0, (r["label"], r["ceiling_fraction"])
+        assert not r.get("ceiling_exceeded")
+    text = results.markdown()
+    assert "tf32: false" in text and "float32 math: tf32 false" in text
+
+
+def test_phantom_ratios_and_published_points():
+    rows = [
+        {"kind": "model", "model": "small_cnn", "size": 64, "mode": "train", "variant": "fp32", "status": "ok",
+         "images_per_s": 100.0, "label": "small_cnn@64 train b32 fp32", "amp": False},
+        {"kind": "model", "model": "small_cnn", "size": 64, "mode": "train", "variant": "amp", "status": "ok",
+         "images_per_s": 300.0, "label": "small_cnn@64 train b32 amp", "amp": True},
+        {"kind": "phantom", "label": "ct_slice@64", "status": "ok", "images_per_s": 700.0},
+        {"kind": "phantom", "label": "chest_xray@64", "status": "ok", "images_per_s": 300.0},
+    ]
+    ratios = bench.phantom_ratios(bench.BenchResults(rows))
+    assert [(r["phantom"], r["ratio"], r["met"]) for r in ratios] == [("ct_slice@64", 7.0, True),
+                                                                       ("chest_xray@64", 3.0, False)]
+    assert all(r["train_case"] == "small_cnn@64 train b32 fp32" for r in ratios)    # float32, the cpu profile's
+    text = bench.BenchResults(rows).markdown(parts=("ratios",))
+    assert "7.0× met" in text and "3.0× NOT met" in text
+    assert bench.phantom_ratios(bench.BenchResults(rows[2:])) == []
+    assert bench.published_markdown(bench.BenchResults(rows)) == ""
+    resnet50 = {"kind": "model", "model": "resnet50", "size": 224, "mode": "train", "variant": "amp", "amp": True,
+                "status": "ok", "images_per_s": 2470.0, "label": "resnet50@224 train b256 amp"}
+    text = bench.published_markdown(bench.BenchResults([resnet50]))
+    assert "2,470" in text and "1.00×" in text and "not verified" in text and "DeepLearningExamples" in text
