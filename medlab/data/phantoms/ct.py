@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...errors import ParameterError
 from ._common import (PhantomBatch, apply_domain, balanced_labels, blur, check_common, check_range,
                       chunk_size, col, domain_args, ellipse_r2, grid, ramp, render_in_chunks, smooth_field)
 
@@ -40,7 +41,8 @@ def mosmed_band(involvement) -> np.ndarray:
 def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 1.0,
              lesion_size: float = 1.0, count: int = 3, noise: float = 20.0,
              consolidation: float = 0.35, domain="A", intensity_scale=None, intensity_offset=None,
-             blur=None, noise_texture=None, resolution=None) -> PhantomBatch:
+             blur=None, noise_texture=None, resolution=None, lesions=None, involvement=None,
+             consolidation_fraction=None) -> PhantomBatch:
     """Generate ``n`` axial chest CT slices (HU) with lung and lesion masks.
 
     Args:
@@ -59,6 +61,14 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
             preset's gain and offset are applied at a quarter and half strength
             (preset ``B`` moves water by about -10 HU and adds blur and
             correlated noise, ``C`` moves it by about +20 HU at half resolution).
+        lesions, involvement, consolidation_fraction: optional per-slice
+            values (arrays of length ``n``) for a caller that decides each
+            case itself (a cohort drawn from a causal model): which slices
+            have lesions (0/1; replaces the balanced ``normal``/``covid19``
+            labels), the fraction of lung each lesion should cover (0.005 to
+            0.95) and the mean consolidation fraction of each lesion (0 to 1).
+            The random draws are the same with or without them, so the other
+            properties of each slice do not change.
 
     Returns:
         :class:`PhantomBatch` with ``images`` in HU, ``(n, 1, size, size)``;
@@ -106,6 +116,12 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
         "cons_hu": rng.uniform(-100, 40, n),
         "posterior": rng.uniform(0.5, 1.5, n),
     }
+    if lesions is not None:
+        labels = (_per_slice("lesions", lesions, n, 0.0, 1.0) > 0).astype(np.int64)
+    if involvement is not None:
+        p["involvement"] = np.clip(_per_slice("involvement", involvement, n, 0.0, 1.0), 0.005, 0.95)
+    if consolidation_fraction is not None:
+        p["cons_frac"] = _per_slice("consolidation_fraction", consolidation_fraction, n, 0.0, 1.0)
     images = np.empty((n, 1, size, size), np.float32)
     lung = np.empty((n, size, size), np.int64)
     lesion = np.empty((n, size, size), np.int64)
@@ -234,6 +250,16 @@ def _render(p, labels, size, rng, lesion_contrast, count, noise, dom):
     img = apply_domain(img, rng, dom, noise, reference=HU_AIR, offset_unit=1000.0, mid=0.0)
     np.clip(img, -1024.0, 3071.0, out=img)
     return img, lung_mask.astype(np.int64), lesion_mask
+
+
+def _per_slice(name: str, values, n: int, low: float, high: float) -> np.ndarray:
+    """``values`` as a float64 array of ``n`` finite numbers in ``[low, high]`` (a clear error otherwise)."""
+    array = np.asarray(values, dtype=np.float64).ravel()
+    if array.size != n:
+        raise ParameterError(f"{name} must hold one value per slice: {array.size} values for n={n}")
+    if not np.all(np.isfinite(array)) or array.min(initial=low) < low or array.max(initial=high) > high:
+        raise ParameterError(f"{name} must lie between {low} and {high}, got {array.min():.3g} to {array.max():.3g}")
+    return array
 
 
 def _quantile_in_mask(values: np.ndarray, mask: np.ndarray, q) -> np.ndarray:
