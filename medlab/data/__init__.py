@@ -16,6 +16,12 @@ Three layers, each usable alone:
 ``medlab.data.labelmaps``
     ``load_segmentation(DATA, task, size=...)``: train/val/test images with a
     label per pixel, the regions to evaluate, the pixel spacing and lung masks.
+``medlab.data.volumes``
+    ``load_volumes(DATA, task, n_train=..., ...)``: 3D volumes (brain MRI phantoms,
+    NIfTI case folders, MedMNIST 3D) as NumPy train/val/test arrays; ``resample_volume``.
+``medlab.data.patients``
+    ``load_cohort(DATA, n, seed=..., size=...)``: patients with a clinical table
+    and a CT slice each, drawn from a stated causal model (or read from a folder).
 
 The torch side (:class:`PhantomDataset`, :func:`make_splits`) loads lazily, so
 ``import medlab.data.phantoms`` needs only NumPy and SciPy.
@@ -29,7 +35,8 @@ __all__ = [
     "PhantomBatch", "PhantomDataset", "ArrayDataset", "make_splits", "make_loader", "stratified_subset",
     "load_source", "degrade_masks", "nearest_medmnist_size",
     "list_sources", "data_dir", "phantoms", "sources", "download", "load_with_scanner_shift", "simulate_scanner",
-    "SegmentationData", "load_segmentation",
+    "SegmentationData", "load_segmentation", "Cohort", "load_cohort",
+    "VolumeData", "load_volumes", "resample_volume",
 ]
 
 _LAZY = {
@@ -50,8 +57,13 @@ _LAZY = {
     "simulate_scanner": ("medlab.data.shift", "simulate_scanner"),
     "SegmentationData": ("medlab.data.labelmaps", "SegmentationData"),
     "load_segmentation": ("medlab.data.labelmaps", "load_segmentation"),
+    "Cohort": ("medlab.data.patients", "Cohort"),
+    "load_cohort": ("medlab.data.patients", "load_cohort"),
+    "VolumeData": ("medlab.data.volumes", "VolumeData"),
+    "load_volumes": ("medlab.data.volumes", "load_volumes"),
+    "resample_volume": ("medlab.data.volumes", "resample_volume"),
 }
-_SUBMODULES = {"phantoms", "sources", "download", "dataset", "cli", "masks", "shift", "labelmaps"}
+_SUBMODULES = {"phantoms", "sources", "download", "dataset", "cli", "masks", "shift", "labelmaps", "patients", "volumes"}
 
 
 def __getattr__(name):

@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--root", default=None, help="look here instead of MEDLAB_DATA_DIR/<source>")
     fe = sub.add_parser("fetch", help="download a data source (where a public URL exists)")
     fe.add_argument("name", help="source name, e.g. medmnist:pneumoniamnist or pocus")
-    fe.add_argument("--size", type=int, default=28, help="MedMNIST image size: 28, 64, 128 or 224")
+    fe.add_argument("--size", type=int, default=28, help="MedMNIST image size: 28, 64, 128 or 224 (3D flags: 28 or 64)")
     fe.add_argument("--root", default=None, help="download into this folder")
     fe.add_argument("--quiet", action="store_true", help="no progress bar")
     ve = sub.add_parser("verify", help="check a source's files (checksums, or that they load)")

@@ -25,10 +25,10 @@ __all__ = ["ArrayDataset", "PhantomDataset", "make_splits", "make_loader", "PHAN
            "stratified_subset"]
 
 #: The phantom kinds :func:`make_splits` knows, with their generator's name.
-PHANTOM_KINDS = ("chest_xray", "ct_slice", "lung_ultrasound", "lung_ultrasound_clips", "us_nodule")
+PHANTOM_KINDS = ("chest_xray", "ct_slice", "lung_ultrasound", "lung_ultrasound_clips", "us_nodule", "fundus")
 _KIND_ALIASES = {"cxr": "chest_xray", "chest": "chest_xray", "ct": "ct_slice", "lus": "lung_ultrasound",
                  "lung_us": "lung_ultrasound", "lus_clips": "lung_ultrasound_clips", "nodule": "us_nodule",
-                 "thyroid": "us_nodule"}
+                 "thyroid": "us_nodule", "retina": "fundus"}
 
 
 class ArrayDataset(Dataset):

@@ -4,7 +4,7 @@ The names are those of the notebooks' ``DATA`` parameter:
 
 ================================  ===========================================================
 ``phantom`` / ``phantom:<kind>``  synthetic data (default kind ``chest_xray``), always available
-``medmnist:<flag>``               MedMNIST v2/v3 ``.npz`` files (``size=28|64|128|224``)
+``medmnist:<flag>``               MedMNIST v2/v3 ``.npz`` files (``size=28|64|128|224``; 3D flags 28|64)
 ``covid-radiography``             COVID-19 Radiography Database (Kaggle)
 ``covid-qu-ex``                   COVID-QU-Ex lung and infection segmentation subsets (Kaggle)
 ``medseg-covid-ct``               MedSeg COVID-19 CT segmentation, ``tr_im``/``tr_mask``
@@ -47,7 +47,7 @@ PHANTOM_INFO = SourceInfo(
     layout="(generated in memory)",
     how_to_get="built in",
     folder="",
-    options={"kind": "chest_xray (default), ct_slice, lung_ultrasound, lung_ultrasound_clips, us_nodule",
+    options={"kind": "chest_xray (default), ct_slice, lung_ultrasound, lung_ultrasound_clips, us_nodule, fundus (RGB)",
              "n": "samples in the split (default 600 train, 150 val, 300 test)", "size": "default 64",
              "seed": "experiment seed", "target": "label, mask or a mask name", "...": "generator knobs"},
 )

@@ -1,10 +1,12 @@
-"""MedMNIST v2/v3 (MedMNIST+): the 2D data sets, read straight from their ``.npz`` files.
+"""MedMNIST v2/v3 (MedMNIST+): the 2D and 3D data sets, read straight from their ``.npz`` files.
 
-Each ``<flag>.npz`` (28x28) or ``<flag>_<size>.npz`` (64, 128, 224) holds
+Each ``<flag>.npz`` (28 a side) or ``<flag>_<size>.npz`` (2D: 64, 128, 224; 3D: 64) holds
 ``train_images``, ``train_labels``, ``val_images``, ``val_labels``,
-``test_images``, ``test_labels``: images uint8 ``(N, H, W)`` or ``(N, H, W, 3)``,
-labels ``(N, 1)`` (or ``(N, 14)`` for the multi-label ChestMNIST). The
-``medmnist`` package is not needed.
+``test_images``, ``test_labels``: images uint8 ``(N, H, W)`` or ``(N, H, W, 3)``
+(3D: ``(N, D, H, W)``), labels ``(N, 1)`` (or ``(N, 14)`` for the multi-label
+ChestMNIST). The ``medmnist`` package is not needed. The 3D flags are in
+:data:`FLAGS_3D`; the names, classes, licences and MD5 sums of both tables
+are those of the official package's ``medmnist/info.py`` (version 3.0.2).
 """
 from __future__ import annotations
 
@@ -76,22 +78,45 @@ FLAGS: dict[str, tuple] = {
                      "ded0c5fa01a95dc4978b956f613e9b8e", "b354719e553fbbb2513d5533f52a4cb1")),
 }
 
+SIZES_3D = (28, 64)
+
+#: 3D flag: (class names, channels, task, licence, MD5 of the 28 and 64 files)
+FLAGS_3D: dict[str, tuple] = {
+    "organmnist3d": (["liver", "kidney-right", "kidney-left", "femur-right", "femur-left", "bladder", "heart",
+                      "lung-right", "lung-left", "spleen", "pancreas"], 1, "multi-class", "CC BY 4.0",
+                     ("a0c5a1ff56af4f155c46d46fbb45a2fe", "58a2205adf14a9d0a189cb06dc78bf10")),
+    "nodulemnist3d": (["benign", "malignant"], 1, "binary", "CC BY 4.0",
+                      ("8755a7e9e05a4d9ce80a24c3e7a256f3", "c47c5b7d457bf6332200d2ea6d64ecd8")),
+    "adrenalmnist3d": (["normal", "hyperplasia"], 1, "binary", "CC BY 4.0",
+                       ("bbd3c5a5576322bc4cdfea780653b1ce", "17721accfe9fb005146a47d33bc54b2f")),
+    "fracturemnist3d": (["buckle rib fracture", "nondisplaced rib fracture", "displaced rib fracture"], 1,
+                        "multi-class", "CC BY 4.0",
+                        ("6aa7b0143a6b42da40027a9dda61302f", "f01d7e6316aedf4210da0da5b7437b42")),
+    "vesselmnist3d": (["vessel", "aneurysm"], 1, "binary", "CC BY 4.0",
+                      ("b41fd4f7e7e2feedddb201585ecafa1b", "6bb274a8846e1097066dcd64e2c4520f")),
+    "synapsemnist3d": (["inhibitory synapse", "excitatory synapse"], 1, "binary", "CC BY 4.0",
+                       ("1235b78a3cd6280881dd7850a78eadb6", "43bd14ebf3af9d3dd072446fedc14d5e")),
+}
+
 INFO = SourceInfo(
     name="medmnist:<flag>",
-    title="MedMNIST v2 / MedMNIST+ (2D): " + ", ".join(FLAGS),
+    title="MedMNIST v2 / MedMNIST+ (2D): " + ", ".join(FLAGS) + "; (3D, 28 or 64 voxels a side): "
+          + ", ".join(FLAGS_3D),
     modality="X-ray, CT, ultrasound, OCT, pathology, dermatoscopy, fundus, microscopy",
     task="classification (official train/val/test splits); ChestMNIST multi-label",
     origin="https://medmnist.com/ (files on Zenodo, record 10519652)",
     licence="CC BY 4.0 (DermaMNIST CC BY-NC 4.0); the source data sets' licences also apply",
     citation="Yang et al. MedMNIST v2. Sci Data 10:41, 2023.",
-    layout="<root>/<flag>.npz            (28x28)\n<root>/<flag>_<size>.npz     (size 64, 128 or 224)\n"
+    layout="<root>/<flag>.npz            (28x28, 3D: 28x28x28)\n"
+           "<root>/<flag>_<size>.npz     (size 64, 128 or 224; 3D: 64)\n"
            "  keys: train_images, train_labels, val_images, val_labels, test_images, test_labels",
     how_to_get="`medlab data fetch medmnist:pneumoniamnist` (add --size 64), or download "
                "https://zenodo.org/records/10519652/files/<flag>[_<size>].npz; the `medmnist` "
                "package's ~/.medmnist folder is also searched.",
     folder="medmnist",
     downloadable=True,
-    options={"size": "28 (default), 64, 128 or 224", "channels": "1 or 3 (default: the data set's own)",
+    options={"size": "28 (default), 64, 128 or 224 (3D: 28 or 64)",
+             "channels": "1 or 3 (default: the data set's own)",
              "limit": "at most this many samples"},
 )
 
@@ -106,12 +131,28 @@ def nearest_size(size: int) -> int:
     return min(SIZES, key=lambda s: abs(s - int(size)))
 
 
+def is_3d(flag: str) -> bool:
+    """Whether ``flag`` is one of the 3D data sets (:data:`FLAGS_3D`)."""
+    return flag in FLAGS_3D
+
+
+def flag_info(flag: str) -> tuple:
+    """The table row of a 2D or 3D flag: (class names, channels, task, licence, MD5 per size)."""
+    return FLAGS_3D[flag] if is_3d(flag) else FLAGS[flag]
+
+
+def flag_sizes(flag: str) -> tuple:
+    """The sizes a flag comes in: :data:`SIZES` (2D) or :data:`SIZES_3D`."""
+    return SIZES_3D if is_3d(flag) else SIZES
+
+
 def check_flag(flag: str, size: int) -> None:
-    """Raise ParameterError for an unknown 2D flag or an unavailable size."""
-    if flag not in FLAGS:
-        raise ParameterError(f"unknown MedMNIST flag {flag!r}; 2D flags: {', '.join(FLAGS)}")
-    if size not in SIZES:
-        raise ParameterError(f"MedMNIST size must be one of {SIZES}, not {size!r}")
+    """Raise ParameterError for an unknown flag or a size that flag does not come in."""
+    if flag not in FLAGS and flag not in FLAGS_3D:
+        raise ParameterError(f"unknown MedMNIST flag {flag!r}; 2D flags: {', '.join(FLAGS)}; "
+                             f"3D flags: {', '.join(FLAGS_3D)}")
+    if size not in flag_sizes(flag):
+        raise ParameterError(f"MedMNIST size for {flag} must be one of {flag_sizes(flag)}, not {size!r}")
 
 
 def default_root() -> Path:
@@ -155,8 +196,10 @@ def read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise ImageReadError(path, f"not a readable .npz file ({exc}); delete it and fetch it again") from None
-    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] not in (1, 3)):
-        raise ImageReadError(path, f"{split}_images has shape {images.shape}; expected (N, H, W) or (N, H, W, 3)")
+    volume = images.ndim == 4 and images.shape[-1] not in (1, 3)
+    if images.ndim not in (3, 4) or (volume and not (images.shape[1] == images.shape[2] == images.shape[3])):
+        raise ImageReadError(path, f"{split}_images has shape {images.shape}; expected (N, H, W), (N, H, W, 3) "
+                             "or, for a 3D flag, (N, D, H, W) with D = H = W")
     labels = labels.reshape(len(labels), -1) if labels.ndim >= 1 else labels
     if len(labels) != len(images):
         raise ImageReadError(path, f"{len(images)} {split} images but {len(labels)} labels")
@@ -165,7 +208,7 @@ def read_npz(path: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def load(flag: str, root=None, split: str = "train", *, size: int = 28, channels: int | None = None,
          limit: int | None = None, seed: int = 0, transform=None, joint_transform=None) -> ArrayDataset:
-    """A MedMNIST split as an :class:`ArrayDataset` (images float32 in [0, 1], ``(C, H, W)``)."""
+    """A MedMNIST split as an :class:`ArrayDataset` (images float32 in [0, 1], ``(C, H, W)``; 3D ``(1, D, H, W)``)."""
     check_flag(flag, size)
     split = check_split(split)
     path = find_file(flag, size, root)
@@ -173,9 +216,18 @@ def load(flag: str, root=None, split: str = "train", *, size: int = 28, channels
     arrays = [read_npz(path, s) for s in parts]
     images = np.concatenate([a for a, _ in arrays])
     labels = np.concatenate([b for _, b in arrays])
-    names, native_ch, task = FLAGS[flag][0], FLAGS[flag][1], FLAGS[flag][2]
+    names, native_ch, task = flag_info(flag)[:3]
     x = images.astype(np.float32) / 255.0
-    x = x[:, None] if x.ndim == 3 else np.moveaxis(x, -1, 1)
+    if is_3d(flag):
+        if images.ndim != 4:
+            raise ImageReadError(path, f"{split}_images has shape {images.shape}; a 3D flag has (N, D, H, W)")
+        if channels not in (None, 1):
+            raise ParameterError(f"{flag} volumes have one channel; leave channels unset")
+        x = x[:, None]
+    elif images.ndim == 4 and images.shape[-1] not in (1, 3):
+        raise ImageReadError(path, f"{split}_images has shape {images.shape}; a 2D flag has (N, H, W[, 3])")
+    else:
+        x = x[:, None] if x.ndim == 3 else np.moveaxis(x, -1, 1)
     want = channels or native_ch
     if want not in (1, 3):
         raise ParameterError("channels must be 1 or 3")
@@ -201,8 +253,10 @@ def status(flag: str | None = None, root=None) -> str:
     """Which flags and sizes are on this machine, in words."""
     folders = [Path(root)] if root is not None else [default_root(), Path.home() / ".medmnist"]
     found = []
-    for f in ([flag] if flag else FLAGS):
-        for s in SIZES:
+    for f in ([flag] if flag else [*FLAGS, *FLAGS_3D]):
+        if f not in FLAGS and f not in FLAGS_3D:
+            continue
+        for s in flag_sizes(f):
             if any((d / file_name(f, s)).is_file() for d in folders):
                 found.append(file_name(f, s))
     return ("found " + ", ".join(found)) if found else f"missing (none under {folders[0]})"
@@ -211,7 +265,7 @@ def status(flag: str | None = None, root=None) -> str:
 def fetch(flag: str, root=None, size: int = 28, progress: bool = True) -> Path:
     """Download ``<flag>[_<size>].npz`` from Zenodo, MD5-checked, into ``root``."""
     check_flag(flag, size)
-    md5 = FLAGS[flag][4][SIZES.index(size)]
+    md5 = flag_info(flag)[4][flag_sizes(flag).index(size)]
     name = file_name(flag, size)
     dest = (Path(root) if root is not None else default_root()) / name
     return download(ZENODO.format(file=name), dest, checksum=f"md5:{md5}", progress=progress)
@@ -223,10 +277,11 @@ def verify(flag: str, root=None, size: int | None = None) -> list[tuple[Path, bo
 
     folder = Path(root) if root is not None else default_root()
     out = []
-    for s in ([size] if size else SIZES):
+    check_flag(flag, size if size else flag_sizes(flag)[0])
+    for s in ([size] if size else flag_sizes(flag)):
         p = folder / file_name(flag, s)
         if p.is_file():
-            out.append((p, verify_checksum(p, "md5:" + FLAGS[flag][4][SIZES.index(s)])))
+            out.append((p, verify_checksum(p, "md5:" + flag_info(flag)[4][flag_sizes(flag).index(s)])))
     return out
 
 
