@@ -152,17 +152,22 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
     # batch_size: gradient steps of every run, the same at every size (samples_per_epoch >= the largest size);
     # lr: from scratch; lr_probe: the linear probe's head; lr_backbone / lr_head: fine-tuning's parameter groups;
     # width: first-block channels of the small CNN; pretrain_*: the phantom pretraining (task, images, steps, lr);
-    # target_task: the chest X-ray phantom knobs of the target task
+    # target_task: the chest X-ray phantom knobs of the target task; ae_*: the autoencoder trained without labels
+    # (ae_n: unlabelled target-task images, ae_steps: its gradient steps, ae_lr: AdamW learning rate, cosine
+    # schedule; ae_sparsity: weight of the L1 penalty on the code)
     "01_transfer_learning": {
         "smoke": {"sizes": [16, 48], "epochs": 1, "samples_per_epoch": 48, "lr": 1e-2, "lr_probe": 1e-2,
                   "lr_backbone": 1e-3, "lr_head": 1e-2, "width": 4, "pretrain_task": "cxr_covid", "pretrain_n": 64,
-                  "pretrain_steps": 3, "pretrain_lr": 1e-2, "target_task": _CXR_PNEUMONIA},
+                  "pretrain_steps": 3, "pretrain_lr": 1e-2, "target_task": _CXR_PNEUMONIA, "ae_n": 48,
+                  "ae_steps": 3, "ae_lr": 3e-3, "ae_sparsity": 1e-2},
         "cpu": {"sizes": [24, 120, 600], "epochs": 3, "samples_per_epoch": 640, "lr": 1e-2, "lr_probe": 1e-2,
                 "lr_backbone": 1e-3, "lr_head": 1e-2, "width": 8, "pretrain_task": "cxr_covid", "pretrain_n": 2000,
-                "pretrain_steps": 250, "pretrain_lr": 1e-2, "target_task": _CXR_PNEUMONIA},
+                "pretrain_steps": 250, "pretrain_lr": 1e-2, "target_task": _CXR_PNEUMONIA, "ae_n": 2000,
+                "ae_steps": 200, "ae_lr": 3e-3, "ae_sparsity": 1e-2},
         "gpu": {"sizes": [25, 100, 400, 1000, 4000], "epochs": 6, "samples_per_epoch": 4096, "lr": 1e-3,
                 "lr_probe": 1e-3, "lr_backbone": 3e-4, "lr_head": 1e-3, "width": 32, "pretrain_task": "cxr_covid",
-                "pretrain_n": 20000, "pretrain_steps": 4000, "pretrain_lr": 1e-3, "target_task": _CXR_PNEUMONIA},
+                "pretrain_n": 20000, "pretrain_steps": 4000, "pretrain_lr": 1e-3, "target_task": _CXR_PNEUMONIA,
+                "ae_n": 8000, "ae_steps": 2000, "ae_lr": 1e-3, "ae_sparsity": 1e-2},
     },
     # 07: lr: AdamW learning rate; lesion_contrast: of the chest X-ray phantoms (2: the cpu small CNN learns the
     # task in its epochs); epsilons: attack budgets of the robustness curve (image units, 0 is clean); pgd_steps;
@@ -222,6 +227,57 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
                 "crop_size": 32, "margin": 4, "degrade": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]},
         "gpu": {"seg_train": 4000, "seg_epochs_fraction": 0.75, "seg_base": 32, "seg_depth": 4, "lr": 3e-3,
                 "crop_size": 64, "margin": 8, "degrade": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]},
+    },
+    # 11: n_train/n_val/n_test: patients (table + CT slice each) per split; epochs, lr, width: the image CNN
+    # (AdamW, first-stage channels of the small CNN); head_epochs, head_lr, head_hidden: the joint network on
+    # image features + table; fusion_grid: image weights tried for late fusion on validation; risk_groups:
+    # Kaplan-Meier groups by predicted risk (cut at training quantiles); penalizer: Cox ridge penalty
+    "11_images_and_clinical_data": {
+        "smoke": {"n_train": 96, "n_val": 48, "n_test": 64, "epochs": 1, "lr": 3e-3, "width": 4, "head_epochs": 2,
+                  "head_lr": 3e-3, "head_hidden": 8, "fusion_grid": 5, "risk_groups": 2, "penalizer": 0.1},
+        "cpu": {"n_train": 700, "n_val": 200, "n_test": 300, "epochs": 10, "lr": 3e-3, "width": 16,
+                "head_epochs": 30, "head_lr": 3e-3, "head_hidden": 16, "fusion_grid": 21, "risk_groups": 3,
+                "penalizer": 0.01},
+        "gpu": {"n_train": 2400, "n_val": 400, "n_test": 800, "epochs": 15, "lr": 1e-3, "width": 32,
+                "head_epochs": 40, "head_lr": 3e-3, "head_hidden": 32, "fusion_grid": 21, "risk_groups": 3,
+                "penalizer": 0.01},
+    },
+    # 09: voxel_mm: phantom voxel size (4 mm: 46 x 54 x 46 voxels); n_train/n_val/n_test: volumes per split;
+    # patch: side of the 3D training patches and sliding windows (voxels); foreground: probability that a patch
+    # or slice is centred on a lesion voxel; patches: training patches (or slices) per epoch; val_patches: fixed
+    # validation patches; batch_size: 3D patches per step; slice_batch: 2D slices per step (about the same voxels);
+    # epochs (every network gets epochs * patches // batch_size steps); base_channels, depth: U-Nets (2D and 3D);
+    # lr: AdamW; overlap: sliding-window overlap. cls_*: section 8's volume classifier (voxel size, split sizes,
+    # small 3D CNN width, batch, lr, epochs) and the inverse L2 strength C of the logistic regression on voxels
+    "09_volumes_3d": {
+        "smoke": {"voxel_mm": 8.0, "n_train": 4, "n_val": 2, "n_test": 3, "patch": 16, "foreground": 0.9,
+                  "patches": 16, "val_patches": 8, "batch_size": 4, "slice_batch": 8, "epochs": 1,
+                  "base_channels": 4, "depth": 2, "lr": 1e-2, "overlap": 0.5, "cls_voxel_mm": 8.0,
+                  "cls_n_train": 12, "cls_n_val": 6, "cls_n_test": 12, "cls_width": 4, "cls_batch_size": 6,
+                  "cls_lr": 3e-3, "cls_epochs": 1, "cls_logreg_c": 0.01},
+        "cpu": {"voxel_mm": 4.0, "n_train": 16, "n_val": 4, "n_test": 8, "patch": 24, "foreground": 0.9,
+                "patches": 200, "val_patches": 32, "batch_size": 4, "slice_batch": 16, "epochs": 5,
+                "base_channels": 8, "depth": 2, "lr": 1e-2, "overlap": 0.5, "cls_voxel_mm": 6.0,
+                "cls_n_train": 80, "cls_n_val": 20, "cls_n_test": 60, "cls_width": 8, "cls_batch_size": 8,
+                "cls_lr": 3e-3, "cls_epochs": 10, "cls_logreg_c": 0.01},
+        "gpu": {"voxel_mm": 3.0, "n_train": 40, "n_val": 8, "n_test": 20, "patch": 32, "foreground": 0.7,
+                "patches": 4000, "val_patches": 128, "batch_size": 8, "slice_batch": 32, "epochs": 4,
+                "base_channels": 16, "depth": 3, "lr": 2e-3, "overlap": 0.5, "cls_voxel_mm": 4.0,
+                "cls_n_train": 240, "cls_n_val": 60, "cls_n_test": 160, "cls_width": 16, "cls_batch_size": 16,
+                "cls_lr": 1e-3, "cls_epochs": 20, "cls_logreg_c": 0.01},
+    },
+    # 10: n_train/n_val/n_test: fundus images per split (validation picks the two operating points, test reports
+    # them with bootstrap CIs); epochs, batch_size, lr, width: the CNN on the five grades (AdamW; first-stage channels
+    # of the small CNN; small batches on a CPU: more gradient steps for the same compute); baseline_size: side (px)
+    # of the images the pixel logistic regression sees; baseline_C: its regularisation strengths tried on
+    # validation; baseline_iter: its solver iterations; n_wrong: errors shown
+    "10_retinal_screening": {
+        "smoke": {"n_train": 60, "n_val": 40, "n_test": 60, "epochs": 1, "batch_size": 16, "lr": 3e-3, "width": 4,
+                  "baseline_size": 32, "baseline_C": [0.01], "baseline_iter": 100, "n_wrong": 3},
+        "cpu": {"n_train": 600, "n_val": 300, "n_test": 500, "epochs": 10, "batch_size": 16, "lr": 3e-3, "width": 16,
+                "baseline_size": 64, "baseline_C": [0.01, 0.1, 1.0], "baseline_iter": 500, "n_wrong": 5},
+        "gpu": {"n_train": 3000, "n_val": 600, "n_test": 1000, "epochs": 15, "batch_size": 64, "lr": 1e-3, "width": 32,
+                "baseline_size": 64, "baseline_C": [0.01, 0.1, 1.0], "baseline_iter": 500, "n_wrong": 5},
     },
 }
 

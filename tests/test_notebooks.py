@@ -94,7 +94,8 @@ GPU_WIRING_OVERRIDES = {"n_train": 48, "n_val": 16, "n_test": 32, "epochs": 1, "
                         "bootstrap": 50, "num_workers": 2,
                         "lessons": {
                             "01_transfer_learning": {"sizes": [16, 48], "epochs": 1, "samples_per_epoch": 48,
-                                                     "pretrain_n": 64, "pretrain_steps": 2},
+                                                     "pretrain_n": 64, "pretrain_steps": 2, "ae_n": 64,
+                                                     "ae_steps": 2},
                             "03_covid_cxr_classification": {"epochs": 1, "cam_images": 4},
                             "07_trust_and_robustness": {"pgd_steps": 3, "n_attack": 32, "n_sanity": 4,
                                                         "epsilons": [0.0, 0.005, 0.02]},
@@ -103,6 +104,14 @@ GPU_WIRING_OVERRIDES = {"n_train": 48, "n_val": 16, "n_test": 32, "epochs": 1, "
                                                                 "epochs": 1},
                             "06_cascade_segment_then_classify": {"seg_base": 8, "crop_size": 32,
                                                                  "degrade": [0.0, 1.0]},
+                            "10_retinal_screening": {"n_train": 48, "n_val": 32, "n_test": 48, "epochs": 1,
+                                                     "baseline_size": 32, "baseline_C": [0.01]},
+                            "09_volumes_3d": {"voxel_mm": 8.0, "n_train": 4, "n_val": 2, "n_test": 3, "patch": 16,
+                                              "patches": 32, "val_patches": 8, "epochs": 1, "cls_voxel_mm": 8.0,
+                                              "cls_n_train": 12, "cls_n_val": 6, "cls_n_test": 12,
+                                              "cls_epochs": 1},
+                            "11_images_and_clinical_data": {"n_train": 96, "n_val": 48, "n_test": 64, "epochs": 1,
+                                                            "head_epochs": 2},
                         }}
 
 
@@ -125,3 +134,26 @@ def test_lesson_runs_the_gpu_profile_code_path_on_a_cpu(gpu_wiring_run, path):
     recorded = json.loads((out / path.stem / "metrics.json").read_text())
     assert recorded["profile"] == "gpu" and recorded["device"] == "cpu"
     assert recorded["profile_overrides"] == GPU_WIRING_OVERRIDES
+
+
+#: The cpu profile is the one a learner runs on a laptop or Binder: every lesson must pass its cpu expectations
+#: here too, not only in a hand-made run. One lesson at a time, so that lesson 08's throughput ratios are measured on
+#: a machine that is not also running another lesson.
+@pytest.fixture(scope="module")
+def cpu_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cpu")
+    results = runner.run_notebooks(profile="cpu", params={"DEVICE": "cpu"}, out=out, folder=NOTEBOOKS, jobs=1,
+                                   timeout=900)
+    return out, {r.notebook: r for r in results}
+
+
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", LESSONS, ids=lambda p: p.stem)
+def test_lesson_passes_its_cpu_expectations(cpu_run, path):
+    out, results = cpu_run
+    result = results[path.stem]
+    assert result.status == "passed", f"{path.stem}: {result.status}: {result.error}\nsee {out / path.stem}"
+    failed = [row for row in result.checks if not row["ok"]]
+    assert result.checks and not failed, f"{path.stem}: {failed}"
+    recorded = json.loads((out / path.stem / "metrics.json").read_text())
+    assert recorded["profile"] == "cpu" and recorded["device"] == "cpu"
