@@ -58,6 +58,10 @@ __all__ = [
     # segmentation: regions, tables of cases, burden
     "metric_name", "region_masks", "case_dice", "region_dice_metrics", "case_metrics", "summarise_regions",
     "pick_cases", "lesion_burden", "threshold_averaged_dice",
+    # segmentation: lesion-wise detection
+    "match_lesions", "lesion_scores",
+    # detection against finding size and contrast
+    "contrast_detail", "wilson_interval",
     # classification
     "confusion_matrix", "sensitivity", "specificity", "ppv", "npv", "f1", "operating_point", "auroc", "roc_curve",
     "roc_curve_band", "sensitivity_at_specificity", "youden_threshold", "quadratic_weighted_kappa",
@@ -932,3 +936,164 @@ def bootstrap_auroc(y_true, y_score, n: int = 1000, seed: int = 0, level: float 
     alpha = (1.0 - level) / 2.0
     low, high = (np.quantile(values, [alpha, 1 - alpha]) if values.size else (np.nan, np.nan))
     return BootstrapCI(estimate, float(low), float(high), int(ok.sum()), int((~ok).sum()), level)
+
+
+# ======================================================================================
+# lesion-wise detection
+# ======================================================================================
+def match_lesions(y_pred, y_true, connectivity: int | None = None) -> dict:
+    """Match predicted and true lesions (connected components), case by case.
+
+    Each case of the boolean stacks ``(N, *spatial)`` is split into lesions with
+    ``scipy.ndimage.label``; components never join across cases. A **true lesion is
+    detected** when at least one predicted voxel lies on it; a **predicted lesion is a
+    false positive** when none of its voxels lies on a true lesion. (A predicted blob that
+    covers two true lesions detects both; two predicted blobs on one true lesion are both
+    true positives on the predicted side.) This is the overlap rule of the ISBI 2015 and
+    MSSEG lesion-wise scores at its most lenient (any overlap).
+
+    Args:
+        y_pred, y_true: boolean (or 0/1) arrays ``(N, *spatial)`` of the same shape.
+        connectivity: neighbours that join voxels into one lesion, as in
+            ``scipy.ndimage.generate_binary_structure(ndim, connectivity)``: 1 faces only
+            (6 in 3D), up to the number of spatial axes (26 in 3D, the default).
+
+    Returns:
+        ``{"detected": bool (L,), "size": int (L,), "false_positives": int, "predicted": int}``:
+        one entry per true lesion (cases in order, lesions in ``label`` order) with its size
+        in voxels; the number of predicted lesions that touch no true lesion; the number of
+        predicted lesions.
+    """
+    from scipy import ndimage
+
+    p, t = _to_numpy(y_pred).astype(bool), _to_numpy(y_true).astype(bool)
+    if p.shape != t.shape or p.ndim < 2:
+        raise ParameterError(f"y_pred and y_true must be stacks (N, *spatial) of the same shape, got {p.shape} "
+                             f"and {t.shape}")
+    structure = ndimage.generate_binary_structure(p.ndim - 1, connectivity or p.ndim - 1)
+    detected, size, false_positives, predicted = [], [], 0, 0
+    for pred_case, true_case in zip(p, t):
+        true_labels, n_true = ndimage.label(true_case, structure)
+        pred_labels, n_pred = ndimage.label(pred_case, structure)
+        size += np.bincount(true_labels.ravel(), minlength=n_true + 1)[1:].tolist()
+        hit = np.bincount(true_labels[pred_case], minlength=n_true + 1)[1:]       # predicted voxels on each lesion
+        detected += (hit > 0).tolist()
+        touching = np.bincount(pred_labels[true_case], minlength=n_pred + 1)[1:]  # true voxels under each blob
+        false_positives += int((touching == 0).sum())
+        predicted += n_pred
+    return {"detected": np.array(detected, dtype=bool), "size": np.array(size, dtype=np.int64),
+            "false_positives": false_positives, "predicted": predicted}
+
+
+def lesion_scores(match: dict) -> dict:
+    """Lesion-wise sensitivity, precision and F1 from :func:`match_lesions`.
+
+    * sensitivity = detected true lesions / true lesions (nan without true lesions);
+    * precision = predicted lesions that touch a true one / predicted lesions (nan
+      without predicted lesions);
+    * F1 = 2 P S / (P + S); conventions as for Dice: no true and no predicted lesion ->
+      1.0, exactly one of the two empty -> 0.0.
+
+    Returns:
+        ``{"sensitivity", "precision", "f1", "true_lesions", "predicted_lesions"}``.
+    """
+    n_true, n_pred = len(match["detected"]), int(match["predicted"])
+    sens = float(np.mean(match["detected"])) if n_true else float("nan")
+    prec = (n_pred - int(match["false_positives"])) / n_pred if n_pred else float("nan")
+    if n_true == 0 or n_pred == 0:
+        f1_value = 1.0 if n_true == n_pred else 0.0
+    else:
+        f1_value = 2 * prec * sens / (prec + sens) if prec + sens > 0 else 0.0
+    return {"sensitivity": sens, "precision": float(prec), "f1": float(f1_value), "true_lesions": n_true,
+            "predicted_lesions": n_pred}
+
+
+# ======================================================================================
+# contrast-detail analysis
+# ======================================================================================
+def wilson_interval(successes, trials, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Wilson score interval of a proportion ``successes / trials`` (arrays broadcast).
+
+    ``(p + z^2/2n ± z sqrt(p(1-p)/n + z^2/4n^2)) / (1 + z^2/n)`` with ``z`` the
+    normal quantile of ``level``; unlike the normal (Wald) interval it stays in
+    [0, 1] and is not empty at 0 or n successes. ``trials == 0`` gives nan.
+    """
+    from scipy.stats import norm
+
+    k, n = np.asarray(successes, float), np.asarray(trials, float)
+    z = float(norm.ppf(0.5 + level / 2.0))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+        half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low, high = np.clip(centre - half, 0.0, 1.0), np.clip(centre + half, 0.0, 1.0)
+    low, high = np.where(k <= 0, 0.0, low), np.where(k >= n, 1.0, high)   # exact ends, no rounding below p
+    return np.where(n > 0, low, np.nan), np.where(n > 0, high, np.nan)
+
+
+def _bin_index(values, edges, name):
+    edges = np.asarray(edges, float)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.diff(edges) > 0):
+        raise ParameterError(f"{name} must be at least two increasing edges, got {edges.tolist()}")
+    index = np.searchsorted(edges, values, side="right") - 1            # edges[i] <= v < edges[i + 1]
+    index[values == edges[-1]] = edges.size - 2                           # the last bin holds its right edge
+    index[~((values >= edges[0]) & (values <= edges[-1]))] = -1           # outside every bin (nan included)
+    return edges, index
+
+
+def contrast_detail(detected, size, contrast, size_bins, contrast_bins, level: float = 0.95):
+    """Sensitivity per cell of a size x contrast grid: the data of a contrast-detail curve.
+
+    A contrast-detail phantom asks which findings an observer detects as they get smaller and fainter. Give
+    one entry per finding (a positive case, or a lesion) that should have been found.
+
+    Args:
+        detected: boolean ``(L,)``, whether each finding was found (the rule is the caller's).
+        size, contrast: ``(L,)`` each finding's size and contrast (any units; the table keeps them).
+        size_bins, contrast_bins: increasing bin edges. A value ``v`` is in bin ``i`` when
+            ``edges[i] <= v < edges[i + 1]``; the last bin also holds its right edge
+            (``numpy.histogram``'s rule). Values outside every bin (and nan) are left out; the table's
+            ``attrs["left_out"]`` says how many. Use ``numpy.inf`` as a last edge for an open bin.
+        level: confidence level of the Wilson interval.
+
+    Returns:
+        a pandas DataFrame, one row per cell (size bins outer, contrast bins inner, in edge order):
+        ``size_bin``, ``contrast_bin`` (labels such as ``"[5, 25)"``), ``size_low``, ``size_high``,
+        ``contrast_low``, ``contrast_high``, ``count`` (findings in the cell), ``detected``,
+        ``sensitivity`` (``detected / count``; nan with ``count`` 0), ``ci_low``, ``ci_high`` (Wilson
+        interval; nan with ``count`` 0).
+    """
+    import pandas as pd
+
+    found = _to_numpy(detected).astype(bool).ravel()
+    s, c = _to_numpy(size).astype(float).ravel(), _to_numpy(contrast).astype(float).ravel()
+    if not found.size == s.size == c.size:
+        raise ParameterError(f"detected, size and contrast need one value per finding; got {found.size}, "
+                             f"{s.size} and {c.size}")
+    s_edges, si = _bin_index(s, size_bins, "size_bins")
+    c_edges, ci = _bin_index(c, contrast_bins, "contrast_bins")
+    inside = (si >= 0) & (ci >= 0)
+    shape = (s_edges.size - 1, c_edges.size - 1)
+    cell = np.ravel_multi_index((si[inside], ci[inside]), shape)
+    count = np.bincount(cell, minlength=shape[0] * shape[1])
+    hits = np.bincount(cell, weights=found[inside], minlength=shape[0] * shape[1]).astype(np.int64)
+    low, high = wilson_interval(hits, count, level)
+
+    def label(lo, hi, last):
+        return f"[{lo:g}, {hi:g}{']' if last and np.isfinite(hi) else ')'}"
+
+    rows = []
+    for i in range(shape[0]):
+        for j in range(shape[1]):
+            k = i * shape[1] + j
+            rows.append({"size_bin": label(s_edges[i], s_edges[i + 1], i == shape[0] - 1),
+                         "contrast_bin": label(c_edges[j], c_edges[j + 1], j == shape[1] - 1),
+                         "size_low": s_edges[i], "size_high": s_edges[i + 1],
+                         "contrast_low": c_edges[j], "contrast_high": c_edges[j + 1],
+                         "count": int(count[k]), "detected": int(hits[k]),
+                         "sensitivity": hits[k] / count[k] if count[k] else np.nan,
+                         "ci_low": low[k], "ci_high": high[k]})
+    table = pd.DataFrame(rows)
+    table.attrs["left_out"] = int((~inside).sum())
+    table.attrs["level"] = level
+    return table

@@ -22,7 +22,8 @@ __all__ = [
     "plot_calibration", "CLASS_COLOURS", "plot_reliability", "plot_intensity_histograms", "plot_attack_examples",
     "plot_robustness_curve", "plot_randomisation_cascade",
     "plot_label_examples", "plot_cases", "plot_case_dice", "plot_histories", "plot_dice_vs_hd95", "plot_burden",
-    "plot_size_curves", "plot_rocs",
+    "plot_size_curves", "plot_rocs", "plot_orthogonal_views",
+    "plot_contrast_detail",
 ]
 
 #: Colours of labels 1, 2, 3, ... in overlays (label 0 is background and not drawn).
@@ -824,4 +825,104 @@ def plot_rocs(y_true, scores: Mapping[str, object], title: str | None = None, ax
     ax.set(xlabel="1 - specificity", ylabel="sensitivity", aspect="equal", xlim=(-0.01, 1.01), ylim=(-0.01, 1.01),
            title=title)
     ax.legend(loc="lower right", fontsize=7)
+    return fig
+
+
+def plot_orthogonal_views(volumes: Mapping[str, object], spacing=(1.0, 1.0, 1.0), masks: Mapping[str, object] | None = None,
+                          centre=None, title: str | None = None):
+    """Axial, coronal and sagittal slices through ``centre`` of one or more volumes, one row each.
+
+    Args:
+        volumes: ``{row title: (D, H, W) array}``, all of the same shape (e.g. the T1, T2 and FLAIR channels).
+        spacing: ``(dz, dy, dx)`` in mm: the pixels are drawn with their physical aspect ratio, so an
+            anisotropic volume looks as stretched as it is.
+        masks: ``{colour: (D, H, W) boolean}`` outlines drawn on every panel (e.g. ``{"red": lesions}``).
+        centre: ``(z, y, x)`` voxel the three planes go through; default the middle of the volume.
+
+    Axes as :func:`medlab.io.read_image` lays them out: ``(D, H, W)`` run towards superior, posterior and
+    the patient's left, so axial views show anterior up and the patient's right on the left (radiological
+    convention), and coronal and sagittal views show superior up.
+    """
+    rows = {name: np.asarray(v.detach().cpu() if hasattr(v, "detach") else v, dtype=float)
+            for name, v in volumes.items()}
+    shapes = {v.shape for v in rows.values()}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+        raise ParameterError(f"volumes must all be (D, H, W) arrays of one shape, got {sorted(shapes)}")
+    shape = next(iter(shapes))
+    z, y, x = (np.array(shape) // 2) if centre is None else centre
+    dz, dy, dx = spacing
+    cuts = [("axial", lambda v: v[z], dy / dx), ("coronal", lambda v: v[:, y], dz / dx),
+            ("sagittal", lambda v: v[:, :, x], dz / dy)]
+    fig = _figure((7.5, 2.4 * len(rows) + 0.3))
+    axes = np.atleast_2d(fig.subplots(len(rows), 3))
+    for r, (name, volume) in enumerate(rows.items()):
+        for c, (plane, cut, aspect) in enumerate(cuts):
+            ax = axes[r, c]
+            # medlab.io's axes run towards (superior, posterior, left): superior up in coronal and sagittal views
+            ax.imshow(cut(volume), cmap="gray", aspect=aspect, origin="upper" if plane == "axial" else "lower")
+            for colour, mask in (masks or {}).items():
+                m = cut(np.asarray(mask, dtype=float))
+                if m.any():
+                    ax.contour(m, levels=[0.5], colors=colour, linewidths=0.8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_title(f"{name}: {plane}" if len(rows) > 1 else plane, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# contrast-detail
+# --------------------------------------------------------------------------------------
+def plot_contrast_detail(table, size_label: str = "size", contrast_label: str = "contrast",
+                         title: str | None = None):
+    """A contrast-detail figure from :func:`medlab.metrics.contrast_detail`'s table.
+
+    Left: a heat map of sensitivity, size bins across and contrast bins up (faint at the bottom), each cell
+    with its sensitivity and number of findings (grey and "n=0" where a cell is empty). Right: sensitivity
+    against size bin, one line per contrast band, with the table's Wilson intervals as error bars.
+
+    Args:
+        table: the DataFrame ``contrast_detail`` returns.
+        size_label, contrast_label: axis titles (say the units).
+        title: figure title.
+    """
+    from matplotlib import colormaps
+
+    size_bins = list(dict.fromkeys(table["size_bin"]))
+    contrast_bins = list(dict.fromkeys(table["contrast_bin"]))
+    if len(table) != len(size_bins) * len(contrast_bins):
+        raise ParameterError("plot_contrast_detail needs the full grid that medlab.metrics.contrast_detail returns")
+    sens = table["sensitivity"].to_numpy(float).reshape(len(size_bins), len(contrast_bins)).T   # contrast x size
+    count = table["count"].to_numpy(int).reshape(len(size_bins), len(contrast_bins)).T
+    low = table["ci_low"].to_numpy(float).reshape(sens.T.shape).T
+    high = table["ci_high"].to_numpy(float).reshape(sens.T.shape).T
+    fig = _figure((10.0, 3.9))
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.1, 1.0]})
+    cmap = colormaps["viridis"].with_extremes(bad="0.85")
+    im = ax.imshow(np.ma.masked_invalid(sens), origin="lower", cmap=cmap, vmin=0, vmax=1, aspect="auto")
+    for (j, i), value in np.ndenumerate(sens):
+        text = f"{value:.2f}\nn={count[j, i]}" if count[j, i] else "n=0"
+        ax.text(i, j, text, ha="center", va="center", fontsize=8,
+                color="black" if np.isnan(value) or value > 0.6 else "white")
+    ax.set_xticks(range(len(size_bins)), size_bins, fontsize=8)
+    ax.set_yticks(range(len(contrast_bins)), contrast_bins, fontsize=8)
+    ax.set(xlabel=size_label, ylabel=contrast_label, title="sensitivity per cell (n: findings)")
+    fig.colorbar(im, ax=ax, label="sensitivity", shrink=0.9)
+    x = np.arange(len(size_bins))
+    for j, band in enumerate(contrast_bins):
+        ok = count[j] > 0
+        err = np.clip(np.vstack([sens[j] - low[j], high[j] - sens[j]])[:, ok], 0.0, None)
+        ax2.errorbar(x[ok] + (j - (len(contrast_bins) - 1) / 2) * 0.06, sens[j][ok], yerr=err, marker="o",
+                     capsize=3, color=colormaps["plasma"](0.15 + 0.7 * j / max(1, len(contrast_bins) - 1)),
+                     label=f"{contrast_label.split(' (')[0]} {band}")
+    ax2.set_xticks(x, size_bins, fontsize=8)
+    ax2.set(xlabel=size_label, ylabel="sensitivity", ylim=(-0.03, 1.05),
+            title=f"sensitivity against size, per contrast band ({table.attrs.get('level', 0.95):.0%} Wilson)")
+    ax2.legend(fontsize=7, loc="lower right")
+    for a in (ax, ax2):
+        a.title.set_fontsize(9)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return fig

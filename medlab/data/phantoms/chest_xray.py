@@ -77,8 +77,13 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
     Returns:
         :class:`PhantomBatch` with ``images`` ``(n, 1, size, size)`` in [0, 1];
         masks ``lung`` (0/1) and ``lesion`` (0/1, the default mask); attrs ``lesion_area``
-        (fraction of the image), ``severity`` (fraction of lung involved),
-        ``side`` (0 none, 1 right lung, 2 left lung, 3 both), ``marker_side``
+        (fraction of the image), ``lesion_pixels`` (pixels of the lesion mask),
+        ``severity`` (fraction of lung involved), ``lesion_contrast`` (the
+        finding's contrast: the mean rise in display intensity that the
+        opacity causes inside the lesion mask, after the exposure and the
+        scanner's gain, before blur, noise and the final clip to [0, 1]; 0
+        without a lesion), ``lesion_strength`` (the drawn peak opacity, 0 to 1,
+        before ``lesion_contrast`` scales it; 0 for ``normal``), ``side`` (0 none, 1 right lung, 2 left lung, 3 both), ``marker_side``
         (-1 none, 0 image left, 1 image right), ``rotation`` (degrees),
         ``patient_scale``, ``exposure_gain``, ``domain``.
     """
@@ -140,10 +145,11 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
     images = np.empty((n, 1, size, size), np.float32)
     lung = np.empty((n, size, size), np.int64)
     lesion = np.empty((n, size, size), np.int64)
+    contrast = np.zeros(n, np.float32)
     render_in_chunks(p, n, chunk_size(size),
                      lambda sub, s, e: _render(sub, disease[s:e], marker_side[s:e], size, rng,
                                                lesion_contrast, lesion_size, noise, dom),
-                     (images[:, 0], lung, lesion))
+                     (images[:, 0], lung, lesion, contrast))
 
     lung_px = np.maximum((lung > 0).sum(axis=(1, 2)), 1)
     lesion_px = lesion.sum(axis=(1, 2))
@@ -153,7 +159,11 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
     side[lesion_px == 0] = 0
     attrs = {
         "lesion_area": (lesion_px / float(size * size)).astype(np.float32),
+        "lesion_pixels": lesion_px.astype(np.int64),
         "severity": (lesion_px / lung_px).astype(np.float32),
+        "lesion_contrast": np.where(lesion_px > 0, contrast, 0.0).astype(np.float32),
+        "lesion_strength": np.select([disease == 1, disease == 2], [p["pn_strength"], p["cv_strength"]],
+                                     0.0).astype(np.float32),
         "side": side,
         "marker_side": marker_side,
         "rotation": np.rad2deg(p["angle"]).astype(np.float32),
@@ -279,6 +289,10 @@ def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, no
         opac[cv] = op * col(p["cv_strength"][cv] * 0.34)
 
     img += lesion_contrast * opac
+    lung_mask = (lung_any >= 0.5).astype(np.int64)
+    peak = np.maximum(opac.max(axis=(1, 2), keepdims=True), 1e-6)
+    lesion_mask = ((opac > 0.3 * peak) & (opac > 0.02) & (lung_mask > 0)).astype(np.int64)
+    contrast = _mean_rise(img, lesion_contrast * opac, lesion_mask, p) * dom.intensity_scale
 
     # laterality marker: a bright square with a notch, in a top corner
     has_marker = marker_side >= 0
@@ -294,8 +308,19 @@ def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, no
     img = np.exp(np.log(img) * col(p["gamma"])) * col(p["gain"]) + col(p["offset"])
     img = apply_domain(img, rng, dom, noise)
     np.clip(img, 0.0, 1.0, out=img)
+    return img, lung_mask, lesion_mask, contrast
 
-    lung_mask = (lung_any >= 0.5).astype(np.int64)
-    peak = np.maximum(opac.max(axis=(1, 2), keepdims=True), 1e-6)
-    lesion_mask = ((opac > 0.3 * peak) & (opac > 0.02) & (lung_mask > 0)).astype(np.int64)
-    return img, lung_mask, lesion_mask
+
+def _expose(v, gamma, gain):
+    """The exposure step of :func:`_render` without its offset (it cancels in a difference)."""
+    return np.exp(np.log(np.clip(v, 1e-3, 1.5)) * gamma) * gain
+
+
+def _mean_rise(img, rise, lesion_mask, p):
+    """Per image: mean over the lesion mask of exposure(img) - exposure(img - rise) (no random draws)."""
+    rows, yy, xx = np.nonzero(lesion_mask)
+    with_ = img[rows, yy, xx]
+    gamma, gain = p["gamma"][rows], p["gain"][rows]
+    diff = _expose(with_, gamma, gain) - _expose(with_ - rise[rows, yy, xx], gamma, gain)
+    m = len(img)
+    return (np.bincount(rows, weights=diff, minlength=m) / np.maximum(np.bincount(rows, minlength=m), 1)).astype(np.float32)

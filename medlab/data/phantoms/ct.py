@@ -74,9 +74,17 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
         :class:`PhantomBatch` with ``images`` in HU, ``(n, 1, size, size)``;
         masks ``lung`` (0/1, lesions included) and ``lesion`` (0 background,
         1 ground-glass, 2 consolidation; the default); attrs ``lesion_area``
-        (fraction of the image), ``involvement`` (fraction of lung),
-        ``severity`` (MosMedData band 0-4 from the involvement),
-        ``consolidation_fraction`` (of the lesion), ``domain``. Use
+        (fraction of the image), ``lesion_pixels`` (pixels of the lesion
+        mask), ``involvement`` (fraction of lung), ``severity`` (MosMedData
+        band 0-4 from the involvement), ``consolidation_fraction`` (of the
+        lesion), ``lesion_contrast`` (the finding's contrast in HU: the mean
+        rise in CT number that the lesion causes inside its mask, after the
+        scanner's gain, before blur and noise), ``ggo_contrast`` and
+        ``consolidation_contrast`` (the drawn rise in HU of each lesion type
+        over the slice's parenchyma, ``lung_hu``; vessels, soft edges and the
+        lesion's mix make the measured ``lesion_contrast`` differ), ``lung_hu``
+        (the parenchyma's base CT number); contrasts are 0 on slices without
+        a lesion; ``domain``. Use
         ``batch.display("lung")`` or :func:`window` to view or train on it.
     """
     n, size = check_common(n, size)
@@ -125,9 +133,10 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
     images = np.empty((n, 1, size, size), np.float32)
     lung = np.empty((n, size, size), np.int64)
     lesion = np.empty((n, size, size), np.int64)
+    contrast = np.zeros(n, np.float32)
     render_in_chunks(p, n, chunk_size(size),
                      lambda sub, s, e: _render(sub, labels[s:e], size, rng, lesion_contrast, count, noise, dom),
-                     (images[:, 0], lung, lesion))
+                     (images[:, 0], lung, lesion, contrast))
 
     lung_px = np.maximum(lung.sum(axis=(1, 2)), 1)
     lesion_px = (lesion > 0).sum(axis=(1, 2))
@@ -137,6 +146,12 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
         "involvement": involvement,
         "severity": mosmed_band(involvement),
         "consolidation_fraction": ((lesion == 2).sum(axis=(1, 2)) / np.maximum(lesion_px, 1)).astype(np.float32),
+        "lesion_pixels": lesion_px.astype(np.int64),
+        "lesion_contrast": np.where(lesion_px > 0, contrast, 0.0).astype(np.float32),
+        "ggo_contrast": np.where(lesion_px > 0, lesion_contrast * (p["ggo_hu"] - p["lung_hu"]), 0.0).astype(np.float32),
+        "consolidation_contrast": np.where((lesion == 2).any(axis=(1, 2)),
+                                           lesion_contrast * (p["cons_hu"] - p["lung_hu"]), 0.0).astype(np.float32),
+        "lung_hu": p["lung_hu"].astype(np.float32),
         "domain": np.full(n, dom.id, np.int64),
     }
     params = dict(n=n, size=size, seed=seed, lesion_contrast=lesion_contrast, lesion_size=lesion_size,
@@ -224,6 +239,7 @@ def _render(p, labels, size, rng, lesion_contrast, count, noise, dom):
 
     # lesions: a smooth field favouring the periphery and the posterior lung, thresholded per slice
     lesion_mask = np.zeros((m, size, size), np.int64)
+    contrast = np.zeros(m, np.float32)
     sick = np.flatnonzero(labels == 1)
     if len(sick):
         f = smooth_field(rng, len(sick), size, cells=3 + count)
@@ -244,12 +260,16 @@ def _render(p, labels, size, rng, lesion_contrast, count, noise, dom):
         ggo_img = img[sick] + lesion_contrast * soft * (col(p["ggo_hu"][sick]) - lung_hu) * (1.0 - 0.5 * vessels[sick])
         cons_soft = np.clip((score - cons_thr) * 5.0 + 0.5, 0, 1) * lm * has_cons
         cons_target = img[sick] + lesion_contrast * (col(p["cons_hu"][sick]) - lung_hu)
+        before = img[sick]
         img[sick] = ggo_img + cons_soft * (cons_target - ggo_img)
         lesion_mask[sick] = np.where(cons, 2, np.where(les, 1, 0))
+        # the finding's contrast: mean HU rise inside its mask (the gain acts on it; blur and noise do not count)
+        rise = ((img[sick] - before) * les).sum(axis=(1, 2)) / np.maximum(les.sum(axis=(1, 2)), 1)
+        contrast[sick] = rise * dom.intensity_scale
 
     img = apply_domain(img, rng, dom, noise, reference=HU_AIR, offset_unit=1000.0, mid=0.0)
     np.clip(img, -1024.0, 3071.0, out=img)
-    return img, lung_mask.astype(np.int64), lesion_mask
+    return img, lung_mask.astype(np.int64), lesion_mask, contrast
 
 
 def _per_slice(name: str, values, n: int, low: float, high: float) -> np.ndarray:
