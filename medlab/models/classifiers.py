@@ -60,24 +60,31 @@ class SmallCNN(nn.Module):
     ``depth`` blocks of (3x3 convolution, batch norm, ReLU, 2x2 max-pool),
     doubling the channels from ``width``; then global average pooling, dropout
     and a linear head. About 25k parameters with the defaults: trains in
-    seconds on a laptop CPU on 64x64 images.
+    seconds on a laptop CPU on 64x64 images. ``spatial_dims=3`` builds the
+    same network for volumes ``(N, C, D, H, W)`` (3x3x3 convolutions, 2x2x2
+    pooling).
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, width: int = 16, depth: int = 3,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, spatial_dims: int = 2):
         super().__init__()
+        if spatial_dims not in (2, 3):
+            raise ParameterError(f"spatial_dims must be 2 (images) or 3 (volumes), got {spatial_dims!r}")
+        conv, norm, pool, global_pool = ((nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.AdaptiveAvgPool2d)
+                                         if spatial_dims == 2 else
+                                         (nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d, nn.AdaptiveAvgPool3d))
         layers, channels = [], in_channels
         for i in range(depth):
             out = width * 2 ** i
             layers += [
-                nn.Conv2d(channels, out, kernel_size=3, padding=1, bias=False),
-                nn.BatchNorm2d(out),
+                conv(channels, out, kernel_size=3, padding=1, bias=False),
+                norm(out),
                 nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
+                pool(2),
             ]
             channels = out
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = global_pool(1)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(channels, num_classes)
 

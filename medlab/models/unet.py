@@ -1,5 +1,7 @@
-"""A 2D U-Net (Ronneberger et al. 2015), short enough to read in a lesson.
+"""A U-Net (Ronneberger et al. 2015; 3D as in Cicek et al. 2016), short enough to read in a lesson.
 
+The same code builds a 2D network (images ``(N, C, H, W)``) or a 3D one
+(volumes ``(N, C, D, H, W)``, ``spatial_dims=3``): only the layer types change.
 The encoder halves the image ``depth`` times while doubling the channels; the
 decoder doubles it back, and at each scale concatenates the encoder's feature
 map of the same size (the skip connection), so fine detail lost by pooling
@@ -17,74 +19,95 @@ from ..errors import ParameterError
 __all__ = ["UNet", "ConvBlock"]
 
 
-def _norm(kind, channels):
+_LAYERS = {2: (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.BatchNorm2d, nn.InstanceNorm2d),
+           3: (nn.Conv3d, nn.ConvTranspose3d, nn.MaxPool3d, nn.BatchNorm3d, nn.InstanceNorm3d)}
+
+
+def _layers(spatial_dims):
+    if spatial_dims not in _LAYERS:
+        raise ParameterError(f"spatial_dims must be 2 (images) or 3 (volumes), got {spatial_dims!r}")
+    return _LAYERS[spatial_dims]
+
+
+def _norm(kind, channels, spatial_dims=2):
+    _, _, _, batch_norm, instance_norm = _layers(spatial_dims)
     if kind == "batch":
-        return nn.BatchNorm2d(channels)
+        return batch_norm(channels)
     if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
+        return instance_norm(channels, affine=True)
     if kind == "group":
         return nn.GroupNorm(min(8, channels), channels)
     return nn.Identity()
 
 
 class ConvBlock(nn.Sequential):
-    """Two rounds of 3x3 convolution, normalisation and ReLU."""
+    """Two rounds of 3x3 (3x3x3 with ``spatial_dims=3``) convolution, normalisation and ReLU."""
 
-    def __init__(self, in_channels, out_channels, norm="batch"):
+    def __init__(self, in_channels, out_channels, norm="batch", spatial_dims=2):
+        conv = _layers(spatial_dims)[0]
         bias = norm is None  # a norm layer has its own shift
         super().__init__(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=bias), _norm(norm, out_channels),
+            conv(in_channels, out_channels, 3, padding=1, bias=bias), _norm(norm, out_channels, spatial_dims),
             nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=bias), _norm(norm, out_channels),
+            conv(out_channels, out_channels, 3, padding=1, bias=bias), _norm(norm, out_channels, spatial_dims),
             nn.ReLU(inplace=True),
         )
 
 
 class UNet(nn.Module):
-    """2D U-Net.
+    """U-Net for images (2D, the default) or volumes (``spatial_dims=3``).
 
     Args:
-        in_channels: image channels (1 for CT or ultrasound).
+        in_channels: image channels (1 for CT or ultrasound; 3 for T1, T2 and FLAIR MRI).
         num_classes: output channels, one logit per class including
             background (use with cross-entropy or :class:`medlab.losses.DiceCELoss`).
         base_channels: channels at full resolution; doubled at each level.
         depth: number of 2x down-samplings (4 in the original paper).
         norm: ``"batch"``, ``"instance"``, ``"group"`` or None.
+        spatial_dims: 2 for images ``(N, C, H, W)``, 3 for volumes
+            ``(N, C, D, H, W)`` (3x3x3 convolutions, 2x2x2 pooling).
 
     Any image size works: the input is zero-padded up to a multiple of
-    ``2**depth`` and the output cropped back, so the logits have the input's
-    height and width.
+    ``2**depth`` along every spatial axis and the output cropped back, so the
+    logits have the input's spatial size.
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, base_channels: int = 16, depth: int = 4,
-                 norm: str | None = "batch"):
+                 norm: str | None = "batch", spatial_dims: int = 2):
         super().__init__()
+        conv, up_conv, max_pool, _, _ = _layers(spatial_dims)
         if norm not in ("batch", "instance", "group", None):
             raise ParameterError(f"norm must be 'batch', 'instance', 'group' or None, got {norm!r}")
         if depth < 1 or base_channels < 1 or in_channels < 1 or num_classes < 1:
             raise ParameterError("in_channels, num_classes, base_channels and depth must be at least 1")
-        self.depth = depth
+        self.depth, self.spatial_dims = depth, spatial_dims
         channels = [base_channels * 2 ** level for level in range(depth + 1)]   # e.g. 16, 32, 64, 128, 256
 
         # encoder: a block at each level, the last one is the bottleneck
-        self.encoder = nn.ModuleList([ConvBlock(in_channels, channels[0], norm)])
+        self.encoder = nn.ModuleList([ConvBlock(in_channels, channels[0], norm, spatial_dims)])
         for level in range(1, depth + 1):
-            self.encoder.append(ConvBlock(channels[level - 1], channels[level], norm))
-        self.pool = nn.MaxPool2d(2)
+            self.encoder.append(ConvBlock(channels[level - 1], channels[level], norm, spatial_dims))
+        self.pool = max_pool(2)
 
         # decoder: up-sample, concatenate the skip, convolve; from the deepest level up
         self.upsample = nn.ModuleList()
         self.decoder = nn.ModuleList()
         for level in reversed(range(depth)):
-            self.upsample.append(nn.ConvTranspose2d(channels[level + 1], channels[level], kernel_size=2, stride=2))
-            self.decoder.append(ConvBlock(2 * channels[level], channels[level], norm))
+            self.upsample.append(up_conv(channels[level + 1], channels[level], kernel_size=2, stride=2))
+            self.decoder.append(ConvBlock(2 * channels[level], channels[level], norm, spatial_dims))
 
-        self.head = nn.Conv2d(channels[0], num_classes, kernel_size=1)
+        self.head = conv(channels[0], num_classes, kernel_size=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
+        if x.dim() != self.spatial_dims + 2:
+            raise ParameterError(f"a {self.spatial_dims}D U-Net takes (N, C, {'D, ' * (self.spatial_dims == 3)}H, W) "
+                                 f"inputs, got shape {tuple(x.shape)}")
+        size = x.shape[2:]
         multiple = 2 ** self.depth
-        x = F.pad(x, (0, -width % multiple, 0, -height % multiple))
+        padding = []
+        for length in reversed(size):          # F.pad lists the last axis first
+            padding += [0, -length % multiple]
+        x = F.pad(x, padding)
 
         skips = []
         for level, block in enumerate(self.encoder):
@@ -97,4 +120,4 @@ class UNet(nn.Module):
             x = upsample(x)
             x = block(torch.cat([skip, x], dim=1))
 
-        return self.head(x)[..., :height, :width]
+        return self.head(x)[(..., *(slice(0, length) for length in size))]
