@@ -182,13 +182,22 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
                 "pgd_steps": 20, "n_attack": 1000, "attack_batch": 128, "n_cam": 8, "n_sanity": 16,
                 "cascade_stages": 6},
     },
-    # epochs: passes over the training set for each of the lesson's three models; lr: AdamW learning rate;
-    # width: first-stage channels of the small CNN; marker_correlation: how often the training marker's side
-    # follows the label; cam_images: test images shown with Grad-CAM
+    # epochs: passes over the training set for the lesson's main model; shortcut_epochs: the same for the two
+    # models of the shortcut experiment; lr: AdamW learning rate; width: first-stage channels of the small CNN;
+    # marker_correlation: how often the training marker's side follows the label; cam_images: test images shown
+    # with Grad-CAM; variation: the chest phantom's variation knobs (pose: extra shift/rotation/scale of the chest,
+    # deformation: smooth elastic field, blur_jitter: per-image blur in pixels, intensity_mixture: per-image tissue
+    # intensities from a mixture, bias: bias-field strength), what keeps a linear model on the pixels behind
     "03_covid_cxr_classification": {
-        "smoke": {"epochs": 1, "lr": 3e-3, "width": 4, "marker_correlation": 1.0, "cam_images": 4},
-        "cpu": {"epochs": 6, "lr": 3e-3, "width": 16, "marker_correlation": 1.0, "cam_images": 8},
-        "gpu": {"epochs": 30, "lr": 1e-3, "width": 32, "marker_correlation": 1.0, "cam_images": 8},
+        "smoke": {"epochs": 1, "shortcut_epochs": 1, "lr": 3e-3, "width": 4, "marker_correlation": 1.0,
+                  "cam_images": 4, "variation": {"pose": 1.0, "deformation": 1.0, "blur_jitter": 0.5,
+                                                 "intensity_mixture": 0.3, "bias": 0.05}},
+        "cpu": {"epochs": 12, "shortcut_epochs": 6, "lr": 1e-2, "width": 16, "marker_correlation": 1.0,
+                "cam_images": 8, "variation": {"pose": 1.0, "deformation": 1.0, "blur_jitter": 0.5,
+                                               "intensity_mixture": 0.3, "bias": 0.05}},
+        "gpu": {"epochs": 30, "shortcut_epochs": 30, "lr": 1e-3, "width": 32, "marker_correlation": 1.0,
+                "cam_images": 8, "variation": {"pose": 1.5, "deformation": 1.5, "blur_jitter": 1.0,
+                                               "intensity_mixture": 0.6, "bias": 0.1}},
     },
     # Segmentation (02, 04): split sizes n_train/n_val/n_test of the phantoms (a small real data set draws
     # n_train samples per epoch); epochs; batch_size (8 on a CPU: more gradient steps for the same compute);
@@ -252,12 +261,12 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
     "09_volumes_3d": {
         "smoke": {"voxel_mm": 8.0, "n_train": 4, "n_val": 2, "n_test": 3, "patch": 16, "foreground": 0.9,
                   "patches": 16, "val_patches": 8, "batch_size": 4, "slice_batch": 8, "epochs": 1,
-                  "base_channels": 4, "depth": 2, "lr": 1e-2, "overlap": 0.5, "cls_voxel_mm": 8.0,
+                  "base_channels": 4, "depth": 2, "lr": 5e-3, "overlap": 0.5, "cls_voxel_mm": 8.0,
                   "cls_n_train": 12, "cls_n_val": 6, "cls_n_test": 12, "cls_width": 4, "cls_batch_size": 6,
                   "cls_lr": 3e-3, "cls_epochs": 1, "cls_logreg_c": 0.01},
         "cpu": {"voxel_mm": 4.0, "n_train": 16, "n_val": 4, "n_test": 8, "patch": 24, "foreground": 0.9,
                 "patches": 200, "val_patches": 32, "batch_size": 4, "slice_batch": 16, "epochs": 5,
-                "base_channels": 8, "depth": 2, "lr": 1e-2, "overlap": 0.5, "cls_voxel_mm": 6.0,
+                "base_channels": 8, "depth": 2, "lr": 5e-3, "overlap": 0.5, "cls_voxel_mm": 6.0,
                 "cls_n_train": 80, "cls_n_val": 20, "cls_n_test": 60, "cls_width": 8, "cls_batch_size": 8,
                 "cls_lr": 3e-3, "cls_epochs": 10, "cls_logreg_c": 0.01},
         "gpu": {"voxel_mm": 3.0, "n_train": 40, "n_val": 8, "n_test": 20, "patch": 32, "foreground": 0.7,

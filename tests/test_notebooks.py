@@ -96,7 +96,7 @@ GPU_WIRING_OVERRIDES = {"n_train": 48, "n_val": 16, "n_test": 32, "epochs": 1, "
                             "01_transfer_learning": {"sizes": [16, 48], "epochs": 1, "samples_per_epoch": 48,
                                                      "pretrain_n": 64, "pretrain_steps": 2, "ae_n": 64,
                                                      "ae_steps": 2},
-                            "03_covid_cxr_classification": {"epochs": 1, "cam_images": 4},
+                            "03_covid_cxr_classification": {"epochs": 1, "shortcut_epochs": 1, "cam_images": 4},
                             "07_trust_and_robustness": {"pgd_steps": 3, "n_attack": 32, "n_sanity": 4,
                                                         "epsilons": [0.0, 0.005, 0.02]},
                             "02_segmentation": {"n_train": 48, "n_val": 16, "n_test": 32, "epochs": 1},

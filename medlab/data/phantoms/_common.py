@@ -14,8 +14,12 @@ Conventions (every generator follows them):
 * ``attrs``: a dict of per-sample NumPy arrays (length ``N``): at least
   ``lesion_area`` (fraction of the image), ``severity`` (generator specific,
   documented there) and ``domain`` (the integer id of the domain preset).
-* Randomness comes from ``numpy.random.default_rng(seed)`` only, so a call is
-  reproducible bit for bit for the same arguments on any machine.
+* Randomness comes from generators seeded by ``seed`` only
+  (``numpy.random.default_rng(seed)``, and for optional variation knobs a
+  second stream ``default_rng(SeedSequence(seed, spawn_key=...))`` that is not
+  drawn from when the knobs are off), so a call is reproducible for the same
+  arguments: bit for bit on one machine, and up to the last bit of NumPy's
+  vectorised transcendental functions across CPUs.
 """
 from __future__ import annotations
 

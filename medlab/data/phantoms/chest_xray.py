@@ -6,6 +6,16 @@ patient's right. Anatomy: thorax silhouette, two lungs with vascular
 markings, heart, mediastinum and spine, trachea, hemidiaphragms, clavicles
 and posterior ribs. Patient size, position, rotation and exposure vary.
 
+Variation knobs (all 0 by default, which renders exactly the images of earlier
+versions for the same seed; their randomness comes from a second generator
+derived from the seed, so turning one on changes nothing else), after SynthSeg's
+generator (Billot et al. 2023): ``pose`` (extra shift, rotation and scale of the
+whole chest), ``deformation`` (a smooth elastic displacement), ``intensity_mixture``
+(per-image tissue intensities drawn from a mixture of body habitus / technique
+components), ``bias`` (a smooth multiplicative bias field) and ``blur_jitter``
+(a per-image Gaussian blur, a loss of resolution). Masks and the recorded
+per-case attributes follow every transform.
+
 Classes (their radiographic signs, as in the literature the lessons cite):
 
 ``normal``
@@ -22,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ParameterError
-from ._common import (PhantomBatch, apply_domain, balanced_labels, check_common, check_range, chunk_size,
+from ._common import (PhantomBatch, apply_domain, balanced_labels, blur, check_common, check_range, chunk_size,
                       col, domain_args, ellipse_r2, grid, ramp, render_in_chunks, resize, smooth_field)
 
 __all__ = ["chest_xray", "CXR_CLASSES"]
@@ -50,13 +60,14 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
                noise: float = 0.03, exposure: float = 1.0, rotation: float = 8.0,
                marker: bool = False, marker_correlation: float = 0.0,
                domain="A", intensity_scale=None, intensity_offset=None, blur=None,
-               noise_texture=None, resolution=None) -> PhantomBatch:
+               noise_texture=None, resolution=None, pose: float = 0.0, deformation: float = 0.0,
+               intensity_mixture: float = 0.0, bias: float = 0.0, blur_jitter: float = 0.0) -> PhantomBatch:
     """Generate ``n`` frontal chest X-ray phantoms with lung and lesion masks.
 
     Args:
         n: number of images; classes are balanced.
         size: side of the square images in pixels.
-        seed: seed of the only random generator used (same seed, same images).
+        seed: seed of the random generators (same seed, same images).
         classes: subset of ``CXR_CLASSES`` (``normal``, ``bacterial_pneumonia``
             alias ``pneumonia``, ``covid19`` alias ``covid``) in label order;
             default all three.
@@ -73,6 +84,20 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
         domain: scanner preset (``A``, ``B``, ``C``), id, dict or :class:`Domain`.
         intensity_scale, intensity_offset, blur, noise_texture, resolution:
             override single domain knobs (see :class:`Domain`).
+        pose: variation: scale of an extra random pose of the whole chest (0 to 3):
+            at 1, shifts up to 0.15 of the half-width in each direction, rotations up
+            to 10 degrees and size changes up to 15 % either way, on top of ``rotation``
+            and the generator's own small jitter.
+        deformation: variation: amplitude of a smooth elastic displacement field (0 to 5;
+            1 displaces by about 0.04 of the half-width, 1.3 pixels at 64 px).
+        intensity_mixture: variation: spread of the per-image tissue intensities (0 to 2):
+            each image draws a component of a mixture (standard, dense/under-penetrated,
+            thin/high contrast) that scales lung, soft tissue, bone and vessel intensities,
+            plus a per-tissue jitter; 1 is the full spread.
+        bias: variation: strength of a smooth multiplicative bias field (0 to 1; the
+            log-gain has about this standard deviation across the image).
+        blur_jitter: variation: each image is blurred with a Gaussian of sigma drawn
+            uniformly in ``[0, blur_jitter]`` pixels (0 to 4).
 
     Returns:
         :class:`PhantomBatch` with ``images`` ``(n, 1, size, size)`` in [0, 1];
@@ -85,7 +110,10 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
         without a lesion), ``lesion_strength`` (the drawn peak opacity, 0 to 1,
         before ``lesion_contrast`` scales it; 0 for ``normal``), ``side`` (0 none, 1 right lung, 2 left lung, 3 both), ``marker_side``
         (-1 none, 0 image left, 1 image right), ``rotation`` (degrees),
-        ``patient_scale``, ``exposure_gain``, ``domain``.
+        ``patient_scale``, ``exposure_gain``, ``domain``; with ``pose``: ``shift_x``,
+        ``shift_y`` (translation, half-widths); with ``intensity_mixture``:
+        ``mixture_component`` (0 standard, 1 dense, 2 thin), ``lung_level``; with
+        ``blur_jitter``: ``blur_sigma`` (pixels).
     """
     n, size = check_common(n, size)
     names = _class_list(classes)
@@ -97,6 +125,11 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
     rotation = check_range("rotation", rotation, 0.0, 45.0)
     marker_correlation = check_range("marker_correlation", marker_correlation, 0.0, 1.0)
     dom = domain_args(domain, intensity_scale, intensity_offset, blur, noise_texture, resolution)
+    pose = check_range("pose", pose, 0.0, 3.0)
+    deformation = check_range("deformation", deformation, 0.0, 5.0)
+    intensity_mixture = check_range("intensity_mixture", intensity_mixture, 0.0, 2.0)
+    bias = check_range("bias", bias, 0.0, 1.0)
+    blur_jitter = check_range("blur_jitter", blur_jitter, 0.0, 4.0)
 
     rng = np.random.default_rng(seed)
     labels = balanced_labels(n, len(names), rng)
@@ -141,6 +174,7 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
         marker_side = np.where(follow, (disease > 0).astype(np.int64), random_side)
     else:
         marker_side = np.full(n, -1, dtype=np.int64)
+    variation = _draw_variation(p, seed, n, pose, deformation, intensity_mixture, bias, blur_jitter)
 
     images = np.empty((n, 1, size, size), np.float32)
     lung = np.empty((n, size, size), np.int64)
@@ -170,11 +204,13 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
         "patient_scale": p["scale"].astype(np.float32),
         "exposure_gain": p["gain"].astype(np.float32),
         "domain": np.full(n, dom.id, np.int64),
+        **variation,
     }
     params = dict(n=n, size=size, seed=seed, classes=names, lesion_contrast=lesion_contrast,
                   lesion_size=lesion_size, count=count, noise=noise, exposure=exposure,
                   rotation=rotation, marker=marker, marker_correlation=marker_correlation,
-                  domain=dom)
+                  domain=dom, pose=pose, deformation=deformation, intensity_mixture=intensity_mixture,
+                  bias=bias, blur_jitter=blur_jitter)
     return PhantomBatch(
         images=images, masks={"lung": lung, "lesion": lesion}, labels=labels, attrs=attrs,
         class_names=names,
@@ -190,6 +226,8 @@ def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, no
     ca, sa = np.cos(a) / sc, np.sin(a) / sc
     x = ca * x0 - sa * y0 - col(p["tx"]) / sc
     y = sa * x0 + ca * y0 - col(p["ty"]) / sc
+    if "warp" in p:  # smooth elastic displacement, defined on the image grid
+        x, y = x + _waves(p["warp"][:, 0], y0, x0), y + _waves(p["warp"][:, 1], y0, x0)
     ax = np.abs(x)
     edge = 2.0 / size  # soft edges about one pixel wide
 
@@ -216,19 +254,23 @@ def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, no
     lung_any = np.maximum(lungs[0], lungs[1])
 
     # soft tissue: brighter in the middle (thicker), bright mediastinum and spine
+    mix = p.get("tissues")  # per-image multipliers (lung, soft tissue, bone, vessels), or None
+    tissue = (lambda k: col(mix[:, k])) if mix is not None else (lambda k: 1.0)
     img = col(p["tissue_level"]) * (1.0 - 0.25 * ax * ax)
-    img += 0.12 * ramp(ax - 0.07, 0.02)  # spine
+    if mix is not None:
+        img *= tissue(1)
+    img += 0.12 * tissue(2) * ramp(ax - 0.07, 0.02)  # spine
     img -= 0.18 * ramp(ax - 0.03, 0.015) * ramp(y + 0.35, 0.04)  # trachea
     img = 0.04 + body * (img - 0.04)
     # clavicles
     for sign in (-1.0, 1.0):
         d = (y - (-0.718 + 0.18 * sign * x)) * (1.0 / 0.035)
-        img += 0.10 * np.exp(-d * d) * ramp(0.1 - sign * x, 0.03) * ramp(ax - 0.65, 0.05)
+        img += 0.10 * tissue(2) * np.exp(-d * d) * ramp(0.1 - sign * x, 0.03) * ramp(ax - 0.65, 0.05)
 
     # vascular markings: fine texture, denser towards the hila
     texture = smooth_field(rng, m, size, cells=max(8, size // 6))
     hilum = np.exp(-((ax - 0.22) * 4.0) ** 2 - (y * 2.0) ** 2)
-    lung_tissue = col(p["lung_level"]) + 0.025 * texture + 0.06 * hilum
+    lung_tissue = col(p["lung_level"]) * tissue(0) + 0.025 * tissue(3) * texture + 0.06 * tissue(3) * hilum
     img += lung_any * (lung_tissue - img)
 
     # posterior ribs (nine, evenly spaced, curving down laterally), over lungs and chest wall
@@ -236,14 +278,17 @@ def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, no
     u = (y - (0.55 * (ax - 0.08) ** 2 - 0.1 * ax) - col(p["rib_phase"]) + 0.78) * (1.0 / 0.13) + 0.5
     frac = (u - np.floor(u) - 0.5) * (0.13 / 0.035)
     ribs = np.exp(-frac * frac) * ((u > 0) & (u < 9) & (ax > 0.06))
-    img += col(p["rib_level"]) * ribs * cage
+    img += col(p["rib_level"]) * tissue(2) * ribs * cage
 
     # pathology: an opacity map in [0, 1], computed at half resolution (it is smooth)
     half = max(16, size // 2)
     yh, xh = grid(half)
     def patient(sel):
-        return (ca[sel] * xh - sa[sel] * yh - col(p["tx"][sel]) / sc[sel],
-                sa[sel] * xh + ca[sel] * yh - col(p["ty"][sel]) / sc[sel])
+        xs = ca[sel] * xh - sa[sel] * yh - col(p["tx"][sel]) / sc[sel]
+        ys = sa[sel] * xh + ca[sel] * yh - col(p["ty"][sel]) / sc[sel]
+        if "warp" in p:
+            xs, ys = xs + _waves(p["warp"][sel, 0], yh, xh), ys + _waves(p["warp"][sel, 1], yh, xh)
+        return xs, ys
     opac = np.zeros_like(img)
     pn = np.flatnonzero(disease == 1)
     if len(pn):
@@ -289,10 +334,15 @@ def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, no
         opac[cv] = op * col(p["cv_strength"][cv] * 0.34)
 
     img += lesion_contrast * opac
+    rise = lesion_contrast * opac
+    if "bias" in p:  # smooth multiplicative bias field over the whole image (the finding included)
+        gain = np.exp(_waves(p["bias"], y0, x0))
+        img *= gain
+        rise = rise * gain
     lung_mask = (lung_any >= 0.5).astype(np.int64)
     peak = np.maximum(opac.max(axis=(1, 2), keepdims=True), 1e-6)
     lesion_mask = ((opac > 0.3 * peak) & (opac > 0.02) & (lung_mask > 0)).astype(np.int64)
-    contrast = _mean_rise(img, lesion_contrast * opac, lesion_mask, p) * dom.intensity_scale
+    contrast = _mean_rise(img, rise, lesion_mask, p) * dom.intensity_scale
 
     # laterality marker: a bright square with a notch, in a top corner
     has_marker = marker_side >= 0
@@ -306,6 +356,8 @@ def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, no
     # exposure: gamma, gain and offset per image
     np.clip(img, 1e-3, 1.5, out=img)
     img = np.exp(np.log(img) * col(p["gamma"])) * col(p["gain"]) + col(p["offset"])
+    if "blur_sigma" in p:  # per-image loss of resolution
+        img = np.stack([blur(im[None], float(sg))[0] if sg > 0 else im for im, sg in zip(img, p["blur_sigma"])])
     img = apply_domain(img, rng, dom, noise)
     np.clip(img, 0.0, 1.0, out=img)
     return img, lung_mask, lesion_mask, contrast
@@ -324,3 +376,70 @@ def _mean_rise(img, rise, lesion_mask, p):
     diff = _expose(with_, gamma, gain) - _expose(with_ - rise[rows, yy, xx], gamma, gain)
     m = len(img)
     return (np.bincount(rows, weights=diff, minlength=m) / np.maximum(np.bincount(rows, minlength=m), 1)).astype(np.float32)
+
+
+#: Mixture of tissue-intensity components (multipliers of lung, soft tissue, bone, vessels) and their weights:
+#: standard; dense (large patient, under-penetrated: grey lungs, faint bones); thin (high contrast: dark lungs).
+_TISSUE_COMPONENTS = np.array([[1.0, 1.0, 1.0, 1.0], [1.45, 1.12, 0.75, 0.8], [0.7, 0.88, 1.4, 1.3]])
+_TISSUE_WEIGHTS = np.array([0.5, 0.25, 0.25])
+
+
+def _draw_variation(p, seed, n, pose, deformation, intensity_mixture, bias, blur_jitter) -> dict:
+    """Draw the variation knobs' per-image parameters into ``p`` (a second generator); return extra attrs.
+
+    Nothing is drawn, and ``p`` is left alone, when every knob is 0: the images are then those of the
+    generator without the knobs, bit for bit.
+    """
+    if not (pose or deformation or intensity_mixture or bias or blur_jitter):
+        return {}
+    vrng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
+    shift = vrng.uniform(-0.15, 0.15, (n, 2))
+    turn = np.deg2rad(vrng.uniform(-10.0, 10.0, n))
+    zoom = np.exp(vrng.uniform(-0.15, 0.15, n))
+    warp = _draw_waves(vrng, (n, 2), 0.04 * deformation, (0.5, 1.6))
+    component = vrng.choice(len(_TISSUE_WEIGHTS), size=n, p=_TISSUE_WEIGHTS)
+    jitter = vrng.normal(0.0, 0.1, (n, 4))
+    field = _draw_waves(vrng, (n,), bias, (0.2, 0.7))
+    sigma = vrng.uniform(0.0, 1.0, n) * blur_jitter
+    attrs = {}
+    if pose:
+        p["tx"] = p["tx"] + pose * shift[:, 0]
+        p["ty"] = p["ty"] + pose * shift[:, 1]
+        p["angle"] = p["angle"] + pose * turn
+        p["scale"] = p["scale"] * zoom ** pose
+        attrs.update(shift_x=p["tx"].astype(np.float32), shift_y=p["ty"].astype(np.float32))
+    if deformation:
+        p["warp"] = warp
+    if intensity_mixture:
+        tissues = 1.0 + intensity_mixture * (_TISSUE_COMPONENTS[component] - 1.0 + jitter)
+        p["tissues"] = np.clip(tissues, 0.3, 3.0)
+        attrs.update(mixture_component=component.astype(np.int64),
+                     lung_level=(p["lung_level"] * p["tissues"][:, 0]).astype(np.float32))
+    if bias:
+        p["bias"] = field
+    if blur_jitter:
+        p["blur_sigma"] = sigma
+        attrs["blur_sigma"] = sigma.astype(np.float32)
+    return attrs
+
+
+def _draw_waves(rng, shape, amplitude, frequency) -> np.ndarray:
+    """Parameters of a smooth random field, a sum of 4 plane waves: ``shape + (4, 4)`` (amplitude, fy, fx, phase).
+
+    The field (see :func:`_waves`) has about ``amplitude`` standard deviation; ``frequency`` is the range of
+    the waves' spatial frequencies in cycles per image width.
+    """
+    amp = rng.normal(0.0, 1.0, shape + (4,)) * amplitude / np.sqrt(2.0)  # 4 waves of variance a^2/2 each
+    freq = np.pi * rng.uniform(*frequency, shape + (4,))  # radians per half-width: cycles per width * 2pi / 2
+    theta = rng.uniform(0.0, 2.0 * np.pi, shape + (4,))
+    phase = rng.uniform(0.0, 2.0 * np.pi, shape + (4,))
+    return np.stack([amp, freq * np.sin(theta), freq * np.cos(theta), phase], axis=-1)
+
+
+def _waves(params, y, x) -> np.ndarray:
+    """Evaluate the fields of :func:`_draw_waves` (``(N, 4, 4)``) on a grid: ``(N, H, W)`` float32."""
+    out = 0.0
+    for k in range(params.shape[1]):
+        a, fy, fx, ph = (col(params[:, k, j]) for j in range(4))
+        out = out + a * np.sin(fy * y + fx * x + ph)
+    return np.asarray(out, dtype=np.float32)
