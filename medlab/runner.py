@@ -255,8 +255,29 @@ def _write_kernelspec(root: Path) -> Path:
     return root
 
 
-def _child_environment(jupyter_root: Path) -> dict:
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def threads_per_notebook(jobs: int, cores: int | None = None) -> int | None:
+    """CPU threads each notebook's kernel may use when ``jobs`` notebooks run at once, or None for one at a time.
+
+    PyTorch starts as many threads as there are cores in every process. Two
+    kernels with two threads each on a 2-core machine do not share the cores
+    gracefully: their threads spin while waiting for each other, and a lesson
+    measured at one minute alone took over ten. So with ``jobs > 1`` each kernel
+    gets ``cores // jobs`` threads (at least one), through ``OMP_NUM_THREADS``,
+    unless that variable is already set (then the caller's choice stands).
+    """
+    if jobs <= 1 or "OMP_NUM_THREADS" in os.environ:
+        return None
+    return max(1, (cores or os.cpu_count() or 1) // jobs)
+
+
+def _child_environment(jupyter_root: Path, threads: int | None = None) -> dict:
     env = dict(os.environ)
+    if threads is not None:
+        for name in THREAD_VARIABLES:
+            env.setdefault(name, str(threads))
     env["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(jupyter_root), env.get("JUPYTER_PATH")]))
     env["MEDLAB_HEADLESS"] = "1"  # widgets draw static figures: nobody is there to move a slider
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -264,14 +285,15 @@ def _child_environment(jupyter_root: Path) -> dict:
 
 
 def _execute_in_child(source: Path, executed: Path, params: dict, cwd: Path, timeout: float,
-                      jupyter_root: Path, log_path: Path) -> tuple[str, str | None, float | None]:
+                      jupyter_root: Path, log_path: Path,
+                      threads: int | None = None) -> tuple[str, str | None, float | None]:
     """Run one notebook in a child process; returns (status, error, peak MiB of the kernel)."""
     job = {"source": str(source), "executed": str(executed), "params": params, "cwd": str(cwd),
            "timeout": timeout}
     command = [sys.executable, "-m", "medlab.runner", json.dumps(job)]
     with open(log_path, "w") as log:
         child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=str(cwd),
-                                 env=_child_environment(jupyter_root), start_new_session=True)
+                                 env=_child_environment(jupyter_root, threads), start_new_session=True)
         try:
             child.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -469,7 +491,7 @@ def cap_outputs(path, limit: int = OUTPUT_CAP_CHARS) -> int:
 
 
 def _run_one(source: Path, profile: str, params: dict, out: Path, timeout: float,
-             expectations: dict, jupyter_root: Path) -> NotebookResult:
+             expectations: dict, jupyter_root: Path, threads: int | None = None) -> NotebookResult:
     stem = source.stem
     folder = out / stem
     folder.mkdir(parents=True, exist_ok=True)
@@ -482,7 +504,7 @@ def _run_one(source: Path, profile: str, params: dict, out: Path, timeout: float
     executed = folder / f"{stem}.ipynb"
     started = time.perf_counter()
     status, error, peak = _execute_in_child(source, executed, full, source.parent, timeout,
-                                            jupyter_root, folder / "papermill.log")
+                                            jupyter_root, folder / "papermill.log", threads)
     wall = round(time.perf_counter() - started, 1)
     result = NotebookResult(notebook=stem, source=str(source), status=status, wall_time_s=wall,
                             peak_memory_mb=peak, error=error, parameters=full)
@@ -539,7 +561,8 @@ def run_notebooks(names=None, profile: str = "cpu", params: dict | None = None, 
         params: extra parameters for every notebook (each must be declared by
             every notebook it goes to).
         out: the run folder; one sub-folder per notebook.
-        jobs: notebooks executed at the same time.
+        jobs: notebooks executed at the same time (each kernel then gets its share of the
+            CPU threads, see :func:`threads_per_notebook`).
         timeout: seconds a notebook may take before it is stopped.
         folder: where the notebooks are (see :func:`notebook_dir`).
         log: where progress lines go.
@@ -562,11 +585,13 @@ def run_notebooks(names=None, profile: str = "cpu", params: dict | None = None, 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     jupyter_root = _write_kernelspec(out / ".jupyter")
-    log(f"running {len(sources)} notebook(s), profile {profile_name}, into {out}")
+    threads = threads_per_notebook(jobs)
+    log(f"running {len(sources)} notebook(s), profile {profile_name}, into {out}"
+        + (f"; {jobs} at a time, {threads} CPU thread(s) each" if threads else ""))
 
     def one(src):
         log(f"  start  {src.stem}")
-        result = _run_one(src, profile_name, checked[src], out, timeout, expectations, jupyter_root)
+        result = _run_one(src, profile_name, checked[src], out, timeout, expectations, jupyter_root, threads)
         log(f"  {result.status:<7}{src.stem} ({result.wall_time_s:.0f} s)" + (f": {result.error.splitlines()[0]}" if result.error else ""))
         return result
 

@@ -119,3 +119,36 @@ def test_cli_list_shows_parameters(lessons, capsys):
 def test_check_metrics_treats_missing_and_null_as_failures():
     rows = runner.check_metrics({"a": 0.5, "b": None}, {"a": {"min": 0.4}, "b": {"min": 0}, "c": {"max": 1}})
     assert [r["ok"] for r in rows] == [True, False, False]
+
+
+THREADS_SEEN = ('import os, torch\n'
+                'import medlab\n'
+                'ctx = medlab.setup("{name}", profile=PROFILE, seed=SEED, device="cpu", output_dir=OUTPUT_DIR, '
+                'params=dict(RATE=RATE, DATA=DATA), quiet=True)\n'
+                'medlab.record(torch_threads=torch.get_num_threads(), '
+                'omp=int(os.environ.get("OMP_NUM_THREADS", "0")))')
+
+
+def test_notebooks_run_side_by_side_share_the_cores(notebook_factory, tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    for name in ("01_a", "02_b"):
+        notebook_factory(name, PARAMS, THREADS_SEEN.format(name=name))
+    out = tmp_path / "run"
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 4)
+    results = runner.run_notebooks(profile="smoke", out=out, folder=notebook_factory.folder, timeout=120, jobs=2)
+    assert [r.status for r in results] == ["passed", "passed"], [r.error for r in results]
+    for r in results:
+        recorded = json.loads((out / r.notebook / "metrics.json").read_text())["metrics"]
+        assert recorded["omp"] == 2 and recorded["torch_threads"] == 2, r.notebook
+
+
+def test_threads_per_notebook():
+    assert runner.threads_per_notebook(1, cores=8) is None  # alone: torch's own choice
+    assert runner.threads_per_notebook(2, cores=2) == 1
+    assert runner.threads_per_notebook(3, cores=8) == 2
+    assert runner.threads_per_notebook(4, cores=2) == 1
+
+
+def test_a_thread_count_set_by_the_caller_stands(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert runner.threads_per_notebook(2, cores=16) is None
