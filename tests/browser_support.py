@@ -25,6 +25,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from requirement_support import fail_or_skip
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "test-artifacts"
@@ -49,19 +50,10 @@ REQUIRE_BROWSER_ENV = "MEDLAB_REQUIRE_BROWSER"
 SKIPPED_BROWSER_TESTS: list[str] = []  # reasons, for the loud line at the end of the run (conftest.py)
 
 
-def browser_required() -> bool:
-    """Whether a missing browser fails the browser tests (``MEDLAB_REQUIRE_BROWSER=1``, set by ``.ci/run``)."""
-    return os.environ.get(REQUIRE_BROWSER_ENV, "").strip().lower() not in ("", "0", "false", "no")
-
-
 def _missing(reason: str) -> None:
     """Fail when the browser is required (CI), else skip loudly: the reason is repeated at the end of the run."""
-    if browser_required():
-        pytest.fail(f"{reason} ({REQUIRE_BROWSER_ENV} is set, so the browser tests must run)", pytrace=False)
-    message = (f"BROWSER TESTS SKIPPED: {reason}. They check the lessons in a real browser; "
-               f"set {REQUIRE_BROWSER_ENV}=1 to make this a failure (.ci/run does)")
-    SKIPPED_BROWSER_TESTS.append(message)
-    pytest.skip(message)
+    fail_or_skip(reason, REQUIRE_BROWSER_ENV, "the browser tests", "BROWSER TESTS SKIPPED",
+                 "They check the lessons in a real browser", SKIPPED_BROWSER_TESTS)
 
 
 def require_browser() -> str:

@@ -26,6 +26,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from requirement_support import fail_or_skip
 
 REPO = Path(__file__).resolve().parent.parent
 REQUIRE_REGISTRY_ENV = "MEDLAB_REQUIRE_REGISTRY"
@@ -38,17 +39,10 @@ _LOCAL_PIP_SETTINGS = ("PIP_FIND_LINKS", "PIP_EXTRA_INDEX_URL", "PIP_CONSTRAINT"
                        "PIP_NO_BINARY", "PIP_PYTHON")
 
 
-def registry_required() -> bool:
-    return os.environ.get(REQUIRE_REGISTRY_ENV, "").strip().lower() not in ("", "0", "false", "no")
-
-
 def _missing(reason: str) -> None:
-    if registry_required():
-        pytest.fail(f"{reason} ({REQUIRE_REGISTRY_ENV} is set, so the install tests must run)", pytrace=False)
-    message = (f"INSTALL TEST SKIPPED: {reason}. It proves that the Colab set-up cell and Binder's "
-               f"requirements resolve; set {REQUIRE_REGISTRY_ENV}=1 to make this a failure (.ci/run does)")
-    SKIPPED.append(message)
-    pytest.skip(message)
+    """Fail when the registry is required (CI), else skip loudly: the reason is repeated at the end of the run."""
+    fail_or_skip(reason, REQUIRE_REGISTRY_ENV, "the install tests", "INSTALL TEST SKIPPED",
+                 "It proves that the Colab set-up cell and Binder's requirements resolve", SKIPPED)
 
 
 def index_url() -> str:

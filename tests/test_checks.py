@@ -1,6 +1,8 @@
 """The exercise-check machinery (medlab.checks): verdicts, messages, stubs, and the registry."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -108,3 +110,13 @@ def test_every_registered_exercise_passes_its_own_reference():
         passed, failure = checks.run_cases(ex, ex.reference, seed=1)
         assert failure is None, f"exercise {key}: the reference fails its own check: {failure}"
         assert passed >= 3, f"exercise {key}: check it on at least three cases (random and edge), got {passed}"
+
+
+@pytest.mark.parametrize("key", sorted(key for key in checks.exercises() if not key.startswith("99.")))
+def test_a_stub_of_every_exercise_stops_the_lesson_naming_it(key):
+    """What a student copy runs before the learner writes an answer: the lesson stops at that exercise, by name."""
+    def stub(*args, **kwargs):
+        raise NotImplementedError(f"exercise {key}: write your answer here, then run this cell")
+
+    with pytest.raises(checks.ExerciseNotDone, match=re.escape(key)):
+        checks.check(key, stub, quiet=True)

@@ -60,14 +60,6 @@ def test_marker_sides_check_fails_known_wrong_versions(wrong, why):
     assert message is not None and why in message
 
 
-def test_marker_sides_stub_stops_with_the_exercise_name():
-    def stub(labels, correlation, rng):
-        raise NotImplementedError
-
-    with pytest.raises(checks.ExerciseNotDone, match="03.1"):
-        checks.check("03.1", stub)
-
-
 # ------------------------------------------------------------------------------ the lesson's cells
 @pytest.fixture(scope="module")
 def lesson():
