@@ -411,11 +411,13 @@ def _is_oom(error: BaseException) -> bool:
 
 
 def _amp_dtype(device):
-    """bfloat16 where the device supports it (CPU, recent GPUs), else float16."""
+    """bfloat16 where the device computes in it (CPU, Ampere and later GPUs), else float16 (a T4 only emulates it)."""
     import torch
 
+    from .train import _native_bf16
+
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if _native_bf16() else torch.float16
     return torch.bfloat16
 
 
@@ -798,29 +800,40 @@ def measure_ceiling(device="auto", matmul_n: int = 2048, copy_mb: int = 256, rep
     return result
 
 
-def measure_phantoms(kind: str = "ct_slice", size: int = 64, n: int = 256, repeats: int = 3, seed: int = 0) -> dict:
+def measure_phantoms(kind: str = "ct_slice", size: int = 64, n: int = 256, repeats: int = 3, seed: int = 0,
+                     device="cpu") -> dict:
     """Phantom generation speed: images per second of ``medlab.data.phantoms.<kind>(n, size)``.
 
     One warm-up call of 8 images; then ``repeats`` calls with different seeds;
-    median and spread over the repeats. Generation runs on the CPU.
+    median and spread over the repeats. The chest X-ray and CT phantoms are
+    rendered on ``device`` (the device the training rows of the same run use)
+    and timed until the images are there; the others always run on the CPU.
     """
+    import torch
+
     from .data import phantoms
+    from .data.stream import STREAM_KINDS
 
     generator = getattr(phantoms, kind, None)
     if generator is None or kind not in ("chest_xray", "ct_slice", "lung_ultrasound", "us_nodule"):
         raise ParameterError(f"unknown phantom kind {kind!r}; use chest_xray, ct_slice, lung_ultrasound or us_nodule")
-    generator(8, size=size, seed=seed)
+    dev = _resolve_device(device) if kind in STREAM_KINDS else torch.device("cpu")
+    on_device = {"device": dev, "as_tensors": True} if kind in STREAM_KINDS else {}
+    generator(8, size=size, seed=seed, **on_device)
     times = []
-    with PeakMemory("cpu") as memory:
+    with PeakMemory(dev) as memory:
         for r in range(repeats):
+            _synchronize(dev)
             start = time.perf_counter()
-            generator(n, size=size, seed=seed + 1 + r)
+            generator(n, size=size, seed=seed + 1 + r, **on_device)
+            _synchronize(dev)
             times.append(time.perf_counter() - start)
     stats = summarize([n / t for t in times])
     return {"kind": "phantom", "label": f"{kind}@{size}", "phantom": kind, "size": size, "n": n, "status": "ok",
-            "device": "cpu", "images_per_s": stats["median"], "images_per_s_min": stats["min"],
+            "device": str(dev), "images_per_s": stats["median"], "images_per_s_min": stats["min"],
             "images_per_s_max": stats["max"], "images_per_s_iqr": stats["iqr"], "repeats": repeats,
-            "peak_memory_mb": memory.peak_mb, "memory_delta_mb": memory.delta_mb, "memory_kind": "rss"}
+            "peak_memory_mb": memory.peak_mb, "memory_delta_mb": memory.delta_mb,
+            "memory_kind": "rss" if dev.type == "cpu" else "allocator"}
 
 
 def measure_loader(kind: str = "ct_slice", size: int = 64, n: int = 512, batch_size: int = 32,
@@ -1306,7 +1319,7 @@ def _run(grid_spec, device, compile, progress, seed, models, modes, repeats, out
                 row = measure(case, device, spec.warmup, repeats, spec.steps, seed, results.ceiling)
             done([row])
         for kind, size, n in spec.phantoms:
-            done([measure_phantoms(kind, size, n, repeats=repeats, seed=seed)])
+            done([measure_phantoms(kind, size, n, repeats=repeats, seed=seed, device=device)])
         if spec.loader:
             kind, size, n, batch, workers = spec.loader
             done(measure_loader(kind, size, n, batch, workers, repeats=repeats, seed=seed,

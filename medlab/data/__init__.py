@@ -23,8 +23,13 @@ Three layers, each usable alone:
     ``load_cohort(DATA, n, seed=..., size=...)``: patients with a clinical table
     and a CT slice each, drawn from a stated causal model (or read from a folder).
 
-The torch side (:class:`PhantomDataset`, :func:`make_splits`) loads lazily, so
-``import medlab.data.phantoms`` needs only NumPy and SciPy.
+``medlab.data.PhantomStream``
+    fresh phantoms every epoch, rendered with torch on the training device, as
+    batches that ``medlab.fit`` takes in place of a DataLoader.
+
+The phantoms draw their parameters with NumPy; the chest X-ray and CT phantoms
+render their pixels with torch on the device you choose (``device=``), the
+others with NumPy and SciPy.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ __all__ = [
     "load_source", "degrade_masks", "nearest_medmnist_size",
     "list_sources", "data_dir", "phantoms", "sources", "download", "load_with_scanner_shift", "simulate_scanner",
     "SegmentationData", "load_segmentation", "Cohort", "load_cohort",
-    "VolumeData", "load_volumes", "resample_volume",
+    "VolumeData", "load_volumes", "resample_volume", "PhantomStream",
 ]
 
 _LAZY = {
@@ -62,8 +67,9 @@ _LAZY = {
     "VolumeData": ("medlab.data.volumes", "VolumeData"),
     "load_volumes": ("medlab.data.volumes", "load_volumes"),
     "resample_volume": ("medlab.data.volumes", "resample_volume"),
+    "PhantomStream": ("medlab.data.stream", "PhantomStream"),
 }
-_SUBMODULES = {"phantoms", "sources", "download", "dataset", "cli", "masks", "shift", "labelmaps", "patients", "volumes"}
+_SUBMODULES = {"phantoms", "sources", "download", "dataset", "cli", "masks", "shift", "labelmaps", "patients", "volumes", "stream"}
 
 
 def __getattr__(name):

@@ -17,10 +17,12 @@ hidden).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ...errors import ParameterError
-from ._common import (PhantomBatch, apply_domain, balanced_labels, blur, check_common, check_range,
-                      chunk_size, col, domain_args, ellipse_r2, grid, ramp, render_in_chunks, smooth_field)
+from ._common import PhantomBatch, balanced_labels, check_common, check_range, domain_args
+from ._torch import (Canvas, PixelNoise, Pose, apply_domain, blur, chunk_images, col, field_cells, lerp_,
+                     phantom_device, ramp, ramp_, render_chunks, shift, smooth_field, to_numpy)
 
 __all__ = ["ct_slice", "CT_CLASSES", "mosmed_band"]
 
@@ -42,7 +44,7 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
              lesion_size: float = 1.0, count: int = 3, noise: float = 20.0,
              consolidation: float = 0.35, domain="A", intensity_scale=None, intensity_offset=None,
              blur=None, noise_texture=None, resolution=None, lesions=None, involvement=None,
-             consolidation_fraction=None) -> PhantomBatch:
+             consolidation_fraction=None, device=None, as_tensors: bool = False) -> PhantomBatch:
     """Generate ``n`` axial chest CT slices (HU) with lung and lesion masks.
 
     Args:
@@ -69,6 +71,12 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
             0.95) and the mean consolidation fraction of each lesion (0 to 1).
             The random draws are the same with or without them, so the other
             properties of each slice do not change.
+        device: where the pixels are rendered: ``None`` or ``"cpu"`` (default), ``"cuda"``, ``"auto"`` (the
+            GPU when there is one). The per-slice parameters and labels are the same on every device; the
+            pixel noise on a GPU comes from a generator on the GPU, so a GPU renders other (equally likely)
+            noise than the CPU. Same seed and device, same images.
+        as_tensors: return ``images``, ``masks`` and ``labels`` as torch tensors on ``device`` instead of
+            NumPy arrays (for drawing training data on the device; ``attrs`` stay NumPy).
 
     Returns:
         :class:`PhantomBatch` with ``images`` in HU, ``(n, 1, size, size)``;
@@ -130,30 +138,44 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
         p["involvement"] = np.clip(_per_slice("involvement", involvement, n, 0.0, 1.0), 0.005, 0.95)
     if consolidation_fraction is not None:
         p["cons_frac"] = _per_slice("consolidation_fraction", consolidation_fraction, n, 0.0, 1.0)
-    images = np.empty((n, 1, size, size), np.float32)
-    lung = np.empty((n, size, size), np.int64)
-    lesion = np.empty((n, size, size), np.int64)
-    contrast = np.zeros(n, np.float32)
-    render_in_chunks(p, n, chunk_size(size),
-                     lambda sub, s, e: _render(sub, labels[s:e], size, rng, lesion_contrast, count, noise, dom),
-                     (images[:, 0], lung, lesion, contrast))
+    dev = phantom_device(device)
+    canvas, noise_source = Canvas(size, dev), PixelNoise(rng, seed, dev)
+    with torch.no_grad():
+        chunks = render_chunks(
+            n, chunk_images(size, dev), dev,
+            lambda s, e: _draw_pixels(noise_source, labels[s:e], size, count),
+            lambda s, e, draws: _render({k: v[s:e] for k, v in p.items()}, labels[s:e], size, draws, canvas,
+                                        lesion_contrast, count, noise, dom))
+        if chunks:
+            images, lung, lesion, contrast = (torch.cat(part) for part in zip(*chunks))
+        else:
+            images, contrast = torch.zeros((0, size, size), device=dev), torch.zeros(0, device=dev)
+            lung = torch.zeros((0, size, size), dtype=torch.bool, device=dev)
+            lesion = torch.zeros((0, size, size), dtype=torch.uint8, device=dev)
+        lung_px = to_numpy(lung.sum(dim=(1, 2))).astype(np.int64)
+        lesion_px = to_numpy((lesion > 0).sum(dim=(1, 2))).astype(np.int64)
+        cons_px = to_numpy((lesion == 2).sum(dim=(1, 2))).astype(np.int64)
+        contrast = to_numpy(contrast)
 
-    lung_px = np.maximum(lung.sum(axis=(1, 2)), 1)
-    lesion_px = (lesion > 0).sum(axis=(1, 2))
-    involvement = (lesion_px / lung_px).astype(np.float32)
+    involvement = (lesion_px / np.maximum(lung_px, 1)).astype(np.float32)
     attrs = {
         "lesion_area": (lesion_px / float(size * size)).astype(np.float32),
         "involvement": involvement,
         "severity": mosmed_band(involvement),
-        "consolidation_fraction": ((lesion == 2).sum(axis=(1, 2)) / np.maximum(lesion_px, 1)).astype(np.float32),
-        "lesion_pixels": lesion_px.astype(np.int64),
+        "consolidation_fraction": (cons_px / np.maximum(lesion_px, 1)).astype(np.float32),
+        "lesion_pixels": lesion_px,
         "lesion_contrast": np.where(lesion_px > 0, contrast, 0.0).astype(np.float32),
         "ggo_contrast": np.where(lesion_px > 0, lesion_contrast * (p["ggo_hu"] - p["lung_hu"]), 0.0).astype(np.float32),
-        "consolidation_contrast": np.where((lesion == 2).any(axis=(1, 2)),
-                                           lesion_contrast * (p["cons_hu"] - p["lung_hu"]), 0.0).astype(np.float32),
+        "consolidation_contrast": np.where(cons_px > 0, lesion_contrast * (p["cons_hu"] - p["lung_hu"]),
+                                           0.0).astype(np.float32),
         "lung_hu": p["lung_hu"].astype(np.float32),
         "domain": np.full(n, dom.id, np.int64),
     }
+    images, lung, lesion = images[:, None], lung.to(torch.int64), lesion.to(torch.int64)
+    if as_tensors:
+        labels = torch.as_tensor(labels, device=dev)
+    else:
+        images, lung, lesion = to_numpy(images), to_numpy(lung), to_numpy(lesion)
     params = dict(n=n, size=size, seed=seed, lesion_contrast=lesion_contrast, lesion_size=lesion_size,
                   count=count, noise=noise, consolidation=consolidation, domain=dom)
     return PhantomBatch(
@@ -163,113 +185,128 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
         default_mask="lesion", kind="ct_slice", units="HU", params=params)
 
 
-def _render(p, labels, size, rng, lesion_contrast, count, noise, dom):
+def _draw_pixels(noise, labels, size, count) -> dict:
+    """The random numbers of one chunk's pixels, in the order the renderer has always drawn them."""
+    m, sick = len(labels), int((labels == 1).sum())
+    k_hil, k_per = 8, 60
+    return {"parenchyma": field_cells(noise, m, max(8, size // 6)),
+            "py": torch.cat([noise.normal(0.05, 0.18, (m, k_hil)), noise.uniform(-0.5, 0.55, (m, k_per))], 1),
+            "px_sign": noise.uniform(-1, 1, (m, k_hil)), "px_hil": noise.uniform(0.15, 0.45, (m, k_hil)),
+            "px_per": noise.uniform(-0.8, 0.8, (m, k_per)),
+            "lesion": field_cells(noise, sick, 3 + count) if sick else None,
+            "z": noise.standard_normal((m, size, size))}
+
+
+def _render(p, labels, size, draws, canvas, lesion_contrast, count, sigma_noise, dom):
+    """Render one chunk of slices on ``canvas.device``: ``(images HU, lung mask, lesion mask, contrast)`` tensors."""
+    dev = canvas.device
     m = len(labels)
-    y0, x0 = grid(size)
-    a, sc = col(p["angle"]), col(p["scale"])
-    ca, sa = np.cos(a) / sc, np.sin(a) / sc
-    x = ca * x0 - sa * y0 - col(p["tx"]) / sc
-    y = sa * x0 + ca * y0 - col(p["ty"]) / sc
+    f64 = lambda v: torch.as_tensor(np.asarray(v, np.float64), device=dev)  # noqa: E731
+    pose = Pose.rotation(p["angle"], p["scale"], p["tx"], p["ty"])
+    y, x = pose.coords(canvas)
     edge = 1.5 / size
 
     def disc(cy, cx, ry, rx, angle=0.0):
-        radius = np.minimum(np.min(ry), np.min(rx))
-        return ramp(ellipse_r2(y, x, cy, cx, ry, rx, angle) - 1.0, 2.0 * edge / radius)
+        radius = min(float(np.min(ry)), float(np.min(rx)))
+        return canvas.ramp(shift(pose.ellipse(cy, cx, ry, rx, angle), 1.0), 2.0 * edge / radius)
 
-    brx, bry = col(p["body_rx"]), col(p["body_ry"])
-    r2_body = ellipse_r2(y, x, 0.05, 0.0, bry, brx)
-    body = ramp(r2_body - 1.0, 2.0 * edge / 0.6)
-    inner_r2 = (1.0 - col(p["fat"]) * 1.4) ** 2
-    inner = ramp(r2_body - inner_r2, 2.0 * edge / 0.6)
-    img = HU_AIR + body * (HU_FAT - HU_AIR) + inner * (HU_SOFT - HU_FAT)
+    brx, bry = p["body_rx"], p["body_ry"]
+    q_body = pose.ellipse(0.05, 0.0, bry, brx)
+    body = canvas.ramp(shift(q_body, 1.0), 2.0 * edge / 0.6)
+    inner = canvas.ramp(shift(q_body, (1.0 - p["fat"] * 1.4) ** 2), 2.0 * edge / 0.6)
+    img = body.mul_(HU_FAT - HU_AIR).add_(HU_AIR).add_(inner.mul_(HU_SOFT - HU_FAT))
 
     # ribs: short bony segments evenly spaced around the chest wall, none over sternum or spine
-    theta = np.arctan2((y - 0.05) / bry, x / brx)
-    ring = ramp(np.abs(r2_body - 0.77) - 0.055, 0.05)
-    phase = theta * (8.0 / np.pi) + 0.5
-    arc = ramp(np.abs(phase - np.floor(phase) - 0.5) - 0.22, 0.1) * ramp(np.abs(np.abs(theta) - np.pi / 2) * -1.0 + 0.3, 0.1)
-    img += ring * arc * (HU_CORTEX - img) * 0.8
-    img += disc(0.05 - bry * 0.84, 0.0, 0.05, 0.09) * (HU_BONE - img)  # sternum
-    r2_vert = ellipse_r2(y, x, 0.36, 0.0, 0.12, 0.13)
-    img += ramp(r2_vert - 1.0, 2 * edge / 0.12) * (HU_CORTEX - img)
-    img += ramp(r2_vert - 0.6, 2 * edge / 0.12) * (HU_BONE - img)
-    img += disc(0.55, 0.0, 0.09, 0.035) * (HU_CORTEX - img) * 0.8  # spinous process
+    theta = torch.atan2(canvas.quadric(pose.line(b=1.0 / bry, c=-0.05 / bry)), canvas.quadric(pose.line(a=1.0 / brx)))
+    ring = ramp_(canvas.quadric(shift(q_body, 0.77)).abs_().sub_(0.055), 0.05)
+    phase = theta * (8.0 / np.pi)
+    arc = ramp_(phase.add_(0.5).remainder_(1.0).sub_(0.5).abs_().sub_(0.22), 0.1)
+    arc.mul_(ramp_(theta.abs_().sub_(np.pi / 2).abs_().neg_().add_(0.3), 0.1))
+    lerp_(img, ring.mul_(arc).mul_(0.8), HU_CORTEX)
+    lerp_(img, disc(0.05 - bry * 0.84, 0.0, 0.05, 0.09), HU_BONE)  # sternum
+    q_vert = pose.ellipse(0.36, 0.0, 0.12, 0.13)
+    lerp_(img, canvas.ramp(shift(q_vert, 1.0), 2 * edge / 0.12), HU_CORTEX)
+    lerp_(img, canvas.ramp(shift(q_vert, 0.6), 2 * edge / 0.12), HU_BONE)
+    lerp_(img, disc(0.55, 0.0, 0.09, 0.035).mul_(0.8), HU_CORTEX)  # spinous process
 
     # lungs: tilted ellipses with a straight medial border, around heart, aorta and spine
-    lrx, lry = col(p["lung_rx"]), col(p["lung_ry"])
-    hr = col(p["heart_r"])
-    lungs = np.zeros_like(img)
-    lung_r2 = []
+    lrx, lry, hr = p["lung_rx"], p["lung_ry"], p["heart_r"]
+    lungs, lung_r2 = None, []
     for sign in (-1.0, 1.0):
-        r2 = ellipse_r2(y, x, 0.02, sign * 0.43, lry, lrx, angle=-sign * 0.25)
-        lung_r2.append(r2)
-        np.maximum(lungs, ramp(r2 - 1.0, 2 * edge / 0.3) * ramp(0.13 - sign * x, edge), out=lungs)
-    lungs *= 1.0 - disc(-0.12, 0.1, hr * 1.1, hr * 1.4, 0.5)  # heart
-    lungs *= 1.0 - disc(0.22, 0.14, 0.075, 0.075)  # descending aorta
-    lungs *= 1.0 - ramp(r2_vert - 1.6, 0.2)
-    lungs *= ramp(r2_body - 0.85, 2 * edge / 0.6)
+        q = pose.ellipse(0.02, sign * 0.43, lry, lrx, angle=-sign * 0.25)
+        lung_r2.append(canvas.quadric(q))
+        side = canvas.ramp(shift(q, 1.0), 2 * edge / 0.3).mul_(canvas.ramp(pose.line(a=-sign, c=0.13), edge))
+        lungs = side if lungs is None else torch.maximum(lungs, side, out=lungs)
+    lungs.mul_(1.0 - disc(-0.12, 0.1, hr * 1.1, hr * 1.4, 0.5))  # heart
+    lungs.mul_(1.0 - disc(0.22, 0.14, 0.075, 0.075))  # descending aorta
+    lungs.mul_(1.0 - canvas.ramp(shift(q_vert, 1.6), 0.2))
+    lungs.mul_(canvas.ramp(shift(q_body, 0.85), 2 * edge / 0.6))
     lung_mask = lungs >= 0.5
 
     # parenchyma with a gentle anterior-posterior gradient (dependent lung is denser)
-    lung_img = col(p["lung_hu"]) + 25.0 * smooth_field(rng, m, size, cells=max(8, size // 6)) + 40.0 * y
+    lung_img = smooth_field(draws["parenchyma"], size).mul_(25.0).add_(col(p["lung_hu"], dev)).add_(y, alpha=40.0)
 
     # vessels: points scattered in the lungs (bigger and brighter towards the hila), blurred into blobs
-    k_hil, k_per = 8, 60
-    py = np.concatenate([rng.normal(0.05, 0.18, (m, k_hil)), rng.uniform(-0.5, 0.55, (m, k_per))], 1)
-    px = np.concatenate([np.sign(rng.uniform(-1, 1, (m, k_hil))) * rng.uniform(0.15, 0.45, (m, k_hil)),
-                         rng.uniform(-0.8, 0.8, (m, k_per))], 1)
-    amp = np.concatenate([np.full((m, k_hil), 3.0), np.full((m, k_per), 1.0)], 1)
-    s_, ty, tx, an = p["scale"][:, None], p["ty"][:, None], p["tx"][:, None], p["angle"][:, None]
+    k_hil, k_per = draws["px_hil"].shape[1], draws["px_per"].shape[1]
+    py = draws["py"].to(dev)
+    px = torch.cat([torch.sign(draws["px_sign"]) * draws["px_hil"], draws["px_per"]], 1).to(dev)
+    amp = torch.cat([torch.full((m, k_hil), 3.0, device=dev), torch.full((m, k_per), 1.0, device=dev)], 1)
+    s_, ty, tx, an = (f64(p[k])[:, None] for k in ("scale", "ty", "tx", "angle"))
     gx, gy = px * s_ + tx, py * s_ + ty  # patient coordinates -> image coordinates
-    ix = np.clip(((np.cos(an) * gx + np.sin(an) * gy + 1) / 2 * size).astype(int), 0, size - 1)
-    iy = np.clip(((-np.sin(an) * gx + np.cos(an) * gy + 1) / 2 * size).astype(int), 0, size - 1)
-    pts = np.zeros_like(img)
-    np.add.at(pts, (np.broadcast_to(np.arange(m)[:, None], iy.shape), iy, ix), amp)
+    ix = ((torch.cos(an) * gx + torch.sin(an) * gy + 1) / 2 * size).to(torch.int64).clamp_(0, size - 1)
+    iy = ((-torch.sin(an) * gx + torch.cos(an) * gy + 1) / 2 * size).to(torch.int64).clamp_(0, size - 1)
+    pts = torch.zeros(m * size * size, device=dev)
+    rows = torch.arange(m, device=dev)[:, None].expand_as(iy)
+    pts.index_put_((((rows * size + iy) * size + ix).reshape(-1),), amp.reshape(-1), accumulate=True)
     sig = max(0.6, 0.007 * size)
-    vessels = np.clip(blur(pts, sig) * (2 * np.pi * sig * sig * 0.8), 0, 1)
-    lung_img += vessels * (HU_SOFT - lung_img) * 0.9
+    vessels = blur(pts.view(m, size, size), sig).mul_(2 * np.pi * sig * sig * 0.8).clamp_(0, 1)
+    lerp_(lung_img, vessels * 0.9, HU_SOFT)
 
     # bronchi near each hilum (air with a soft-tissue wall); trachea in the mediastinum
     for sign in (-1.0, 1.0):
-        r2 = ellipse_r2(y, x, 0.02, sign * 0.26, 0.05, 0.05)
-        lung_img += ramp(r2 - 1.0, 0.2) * (HU_SOFT - lung_img) * 0.6
-        lung_img += ramp(r2 - 0.45, 0.2) * (HU_AIR - lung_img)
-    img += lungs * (lung_img - img)
-    img += disc(0.08, 0.0, 0.055, 0.065) * (HU_AIR - img)
+        q = pose.ellipse(0.02, sign * 0.26, 0.05, 0.05)
+        lerp_(lung_img, canvas.ramp(shift(q, 1.0), 0.2).mul_(0.6), HU_SOFT)
+        lerp_(lung_img, canvas.ramp(shift(q, 0.45), 0.2), HU_AIR)
+    lerp_(img, lungs, lung_img)
+    lerp_(img, disc(0.08, 0.0, 0.055, 0.065), HU_AIR)
 
     # lesions: a smooth field favouring the periphery and the posterior lung, thresholded per slice
-    lesion_mask = np.zeros((m, size, size), np.int64)
-    contrast = np.zeros(m, np.float32)
-    sick = np.flatnonzero(labels == 1)
-    if len(sick):
-        f = smooth_field(rng, len(sick), size, cells=3 + count)
+    lesion_mask = torch.zeros((m, size, size), dtype=torch.uint8, device=dev)
+    contrast = torch.zeros(m, device=dev)
+    sick_np = np.flatnonzero(labels == 1)
+    if len(sick_np):
+        sick = torch.as_tensor(sick_np, device=dev)
+        f = smooth_field(draws["lesion"], size)
         # peripheral: how close to each lung's border, in lung radii
-        r2 = np.where(x[sick] < 0, lung_r2[0][sick], lung_r2[1][sick])
-        periph = np.clip(1.0 - np.abs(1.0 - r2), 0, 1)
-        score = f + 1.2 * periph + col(p["posterior"][sick]) * y[sick]
+        r2 = torch.where(x[sick] < 0, lung_r2[0][sick], lung_r2[1][sick])
+        periph = (1.0 - (1.0 - r2).abs_()).clamp_(0, 1)
+        score = f.add_(periph, alpha=1.2).addcmul_(col(p["posterior"][sick_np], dev), y[sick])
         lm = lung_mask[sick]
-        thr = col(_quantile_in_mask(score, lm, 1.0 - p["involvement"][sick]))
+        thr = _quantile_in_mask(score, lm, 1.0 - p["involvement"][sick_np])[:, None, None]
         les = lm & (score > thr)
-        cfrac = p["cons_frac"][sick]
-        cons_thr = col(_quantile_in_mask(score, les, 1.0 - cfrac))
-        has_cons = (cfrac > 0)[:, None, None]
+        cfrac = p["cons_frac"][sick_np]
+        cons_thr = _quantile_in_mask(score, les, 1.0 - cfrac)[:, None, None]
+        has_cons = col(cfrac > 0, dev) > 0
         cons = les & (score > cons_thr) & has_cons
         # soft edges: the HU rise tapers over about a pixel outside the mask
-        soft = np.clip((score - thr) * 4.0 + 0.5, 0, 1) * lm
-        lung_hu = col(p["lung_hu"][sick])
-        ggo_img = img[sick] + lesion_contrast * soft * (col(p["ggo_hu"][sick]) - lung_hu) * (1.0 - 0.5 * vessels[sick])
-        cons_soft = np.clip((score - cons_thr) * 5.0 + 0.5, 0, 1) * lm * has_cons
-        cons_target = img[sick] + lesion_contrast * (col(p["cons_hu"][sick]) - lung_hu)
+        soft = ((score - thr).mul_(4.0).add_(0.5).clamp_(0, 1)) * lm
+        lung_hu = col(p["lung_hu"][sick_np], dev)
         before = img[sick]
-        img[sick] = ggo_img + cons_soft * (cons_target - ggo_img)
-        lesion_mask[sick] = np.where(cons, 2, np.where(les, 1, 0))
+        ggo_img = before + soft.mul_(lesion_contrast * (col(p["ggo_hu"][sick_np], dev) - lung_hu)) \
+            .mul_(1.0 - 0.5 * vessels[sick])
+        cons_soft = (score - cons_thr).mul_(5.0).add_(0.5).clamp_(0, 1) * (lm & has_cons)
+        cons_target = before + lesion_contrast * (col(p["cons_hu"][sick_np], dev) - lung_hu)
+        after = ggo_img.lerp_(cons_target, cons_soft)
+        img[sick] = after
+        lesion_mask[sick] = les.to(torch.uint8) + cons.to(torch.uint8)
         # the finding's contrast: mean HU rise inside its mask (the gain acts on it; blur and noise do not count)
-        rise = ((img[sick] - before) * les).sum(axis=(1, 2)) / np.maximum(les.sum(axis=(1, 2)), 1)
+        lesf = les.float()
+        rise = ((after - before) * lesf).sum(dim=(1, 2)) / lesf.sum(dim=(1, 2)).clamp_min(1)
         contrast[sick] = rise * dom.intensity_scale
 
-    img = apply_domain(img, rng, dom, noise, reference=HU_AIR, offset_unit=1000.0, mid=0.0)
-    np.clip(img, -1024.0, 3071.0, out=img)
-    return img, lung_mask.astype(np.int64), lesion_mask, contrast
+    img = apply_domain(img, draws["z"], dom, sigma_noise, reference=HU_AIR, offset_unit=1000.0, mid=0.0)
+    img.clamp_(-1024.0, 3071.0)
+    return img, lung_mask, lesion_mask, contrast
 
 
 def _per_slice(name: str, values, n: int, low: float, high: float) -> np.ndarray:
@@ -282,13 +319,13 @@ def _per_slice(name: str, values, n: int, low: float, high: float) -> np.ndarray
     return array
 
 
-def _quantile_in_mask(values: np.ndarray, mask: np.ndarray, q) -> np.ndarray:
+def _quantile_in_mask(values: torch.Tensor, mask: torch.Tensor, q) -> torch.Tensor:
     """Per-image quantile ``q`` (array) of ``values`` inside ``mask`` (computed on a 2x subsample)."""
     v = values[:, ::2, ::2].reshape(len(values), -1)
     mk = mask[:, ::2, ::2].reshape(len(values), -1)
-    v = np.where(mk, v, np.inf)
-    v = np.sort(v, axis=1)
-    counts = mk.sum(axis=1)
-    pos = np.clip(np.floor(np.asarray(q) * counts).astype(int), 0, np.maximum(counts - 1, 0))
-    out = np.take_along_axis(v, pos[:, None], axis=1)[:, 0]
-    return np.where(counts > 0, out, np.inf)
+    v = torch.where(mk, v, torch.inf).sort(dim=1).values
+    counts = mk.sum(dim=1)
+    q = torch.as_tensor(np.asarray(q, np.float64), device=values.device)
+    pos = torch.minimum(torch.floor(q * counts).to(torch.int64), (counts - 1).clamp_min(0)).clamp_min(0)
+    out = torch.gather(v, 1, pos[:, None])[:, 0]
+    return torch.where(counts > 0, out, torch.inf)

@@ -1,0 +1,341 @@
+"""Rendering primitives in torch, so that phantoms are drawn in batches on the training device.
+
+A generator draws its per-image parameters (sizes, positions, intensities) with
+NumPy from ``seed``, as before, and then renders the pixels with the tensors
+and functions here on ``device``. The pieces:
+
+* :class:`Canvas`: the pixel grid of one image size on one device, and the
+  quadratic basis ``x0², x0·y0, y0², x0, y0, 1`` of its coordinates. An ellipse
+  seen through a per-image rotation, scale and shift is a quadratic form of the
+  pixel coordinates, so its squared radius for a whole batch is one small matrix
+  product (:meth:`Canvas.quadric`) instead of a dozen passes over the images.
+* :class:`Pose`: the per-image affine map from the pixel grid to the patient's
+  coordinates, and the coefficients of ellipses and lines seen through it.
+* :class:`PixelNoise`: the random numbers drawn per pixel. On the CPU they come
+  from the generator's NumPy stream, in the order the NumPy renderer drew them,
+  so that the images on the CPU are those the NumPy renderer made (up to float
+  rounding); on other devices they come from a torch generator on the device,
+  seeded from ``seed``, because drawing millions of numbers on the CPU and
+  copying them would be the bottleneck. Same seed and device, same images.
+* :func:`ramp`, :func:`blur`, :func:`resize`, :func:`smooth_field`,
+  :func:`apply_domain`: the torch versions of the NumPy helpers in ``_common``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import ParameterError
+
+__all__ = ["phantom_device", "Canvas", "Pose", "shift", "ramp_", "PixelNoise", "ramp", "blur", "resize", "smooth_field",
+           "apply_domain", "field_cells", "render_chunks", "chunk_images", "col", "to_numpy", "lerp_"]
+
+
+def phantom_device(device) -> torch.device:
+    """The device phantoms are rendered on: ``None`` or ``"cpu"`` is the CPU, ``"auto"`` the GPU when there is one."""
+    if device is None:
+        return torch.device("cpu")
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        from ...runtime import choose_device
+        return torch.device(choose_device("auto"))
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ParameterError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:0', 'mps' or a torch.device, "
+                             f"not {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device={device!r} but torch sees no CUDA GPU here; use device='cpu' or 'auto'")
+    return resolved
+
+
+def chunk_images(size: int, device: torch.device) -> int:
+    """Images per rendering chunk: about 2^18 pixels on a CPU (arrays stay in cache), 2^24 on a GPU."""
+    pixels = 2 ** 18 if device.type == "cpu" else 2 ** 24
+    return max(4, pixels // (size * size))
+
+
+def render_chunks(n: int, step: int, device: torch.device, draw, render) -> list:
+    """Render ``n`` images ``step`` at a time: ``[render(start, stop, draw(start, stop)) for each chunk]``.
+
+    ``draw`` takes a chunk's random numbers (in chunk order, in the calling thread: the NumPy stream is read
+    in the same order whatever the threads do); ``render`` turns them into pixels. On a CPU with more than one
+    torch thread, chunks are rendered in parallel threads, each running its operations on one core (one
+    operation over a chunk is too small to share between cores); on a GPU, one after another.
+    """
+    starts = list(range(0, n, step))
+    workers = min(torch.get_num_threads(), len(starts)) if device.type == "cpu" else 1
+    if workers <= 1:
+        return [render(s, min(n, s + step), draw(s, min(n, s + step))) for s in starts]
+    from concurrent.futures import ThreadPoolExecutor
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            pending, out = [], []
+            for s in starts:
+                e = min(n, s + step)
+                pending.append(pool.submit(render, s, e, draw(s, e)))
+                if len(pending) > 2 * workers:  # bounded memory: at most a few chunks drawn ahead
+                    out.append(pending.pop(0).result())
+            out += [f.result() for f in pending]
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def col(values, device, dtype=torch.float32) -> torch.Tensor:
+    """Per-image values (NumPy, list or tensor) as ``(N, 1, 1)`` on ``device`` for broadcasting against images."""
+    return torch.as_tensor(np.asarray(values), dtype=dtype, device=device).reshape(-1, 1, 1)
+
+
+def to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor on any device as a NumPy array."""
+    return t.detach().cpu().numpy()
+
+
+class Canvas:
+    """The pixel grid of ``size x size`` images on ``device``.
+
+    Attributes:
+        y0, x0: pixel-centre coordinates in ``[-1, 1]``, shapes ``(1, size, 1)`` and ``(1, 1, size)``.
+        basis: ``(6, size * size)`` float32: ``x0², x0·y0, y0², x0, y0, 1`` at every pixel.
+    """
+
+    def __init__(self, size: int, device: torch.device):
+        self.size, self.device = int(size), device
+        c = (torch.arange(size, dtype=torch.float32, device=device) + 0.5) / size * 2.0 - 1.0
+        self.y0, self.x0 = c.view(1, -1, 1), c.view(1, 1, -1)
+        yy, xx = torch.meshgrid(c, c, indexing="ij")
+        self.basis = torch.stack([xx * xx, xx * yy, yy * yy, xx, yy, torch.ones_like(xx)]).reshape(6, -1)
+
+    def quadric(self, coefs: np.ndarray) -> torch.Tensor:
+        """``(N, 6)`` coefficients on the basis -> ``(N, size, size)`` float32 values (one matrix product)."""
+        c = torch.from_numpy(np.ascontiguousarray(coefs, np.float32)).to(self.device, non_blocking=True)
+        return (c @ self.basis).view(-1, self.size, self.size)
+
+    def ramp(self, coefs: np.ndarray, width: float) -> torch.Tensor:
+        """``ramp(q, width)`` of the quadric ``q`` with ``coefs``: the affine step folded into the product."""
+        c = coefs * (-1.0 / width)
+        c[:, 5] += 0.5
+        return self.quadric(c).clamp_(0.0, 1.0)
+
+
+class Pose:
+    """Per-image affine map from the pixel grid to patient coordinates: ``x = X · (x0, y0, 1)``, ``y = Y · (...)``.
+
+    ``X`` and ``Y`` are float64 NumPy ``(N, 3)`` arrays (the coefficient arithmetic is tiny: NumPy does it faster
+    than launching torch operations). :meth:`ellipse` and :meth:`line` give the coefficients, on the
+    :class:`Canvas` basis, of an ellipse's squared radius and of a linear function in patient coordinates;
+    :meth:`coords` gives ``x`` and ``y`` themselves when a formula needs them pixel by pixel.
+    """
+
+    def __init__(self, X: np.ndarray, Y: np.ndarray):
+        self.X, self.Y = X, Y
+
+    @classmethod
+    def rotation(cls, angle, scale, tx, ty) -> "Pose":
+        """The phantoms' pose: ``x = (cos a · x0 - sin a · y0 - tx) / s``, ``y = (sin a · x0 + cos a · y0 - ty) / s``."""
+        a, s = np.asarray(angle, np.float64), np.asarray(scale, np.float64)
+        ca, sa = np.cos(a) / s, np.sin(a) / s
+        tx, ty = np.asarray(tx, np.float64), np.asarray(ty, np.float64)
+        return cls(np.stack([ca, -sa, -tx / s], 1), np.stack([sa, ca, -ty / s], 1))
+
+    def __getitem__(self, index) -> "Pose":
+        return Pose(self.X[index], self.Y[index])
+
+    def coords(self, canvas: Canvas) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(y, x)`` patient coordinates of every pixel, each ``(N, size, size)`` float32."""
+        return canvas.quadric(self.line(b=1.0)), canvas.quadric(self.line(a=1.0))
+
+    def line(self, a=0.0, b=0.0, c=0.0) -> np.ndarray:
+        """Coefficients of ``a·x + b·y + c`` (``a``, ``b``, ``c`` scalars or per-image arrays)."""
+        L = _as_col(a) * self.X + _as_col(b) * self.Y
+        out = np.zeros((len(L), 6))
+        out[:, 3:] = L
+        out[:, 5] += np.asarray(c, np.float64)
+        return out
+
+    def ellipse(self, cy, cx, ry, rx, angle=0.0) -> np.ndarray:
+        """Coefficients of the squared normalised radius of an ellipse (``< 1`` inside), as ``ellipse_r2``.
+
+        ``cy``, ``cx``, ``ry``, ``rx`` and ``angle`` (radians) are scalars or per-image arrays.
+        """
+        dx, dy = self.X.copy(), self.Y.copy()
+        dx[:, 2] -= np.asarray(cx, np.float64)
+        dy[:, 2] -= np.asarray(cy, np.float64)
+        if np.any(np.asarray(angle) != 0):
+            c, s = _as_col(np.cos(angle)), _as_col(np.sin(angle))
+            dx, dy = c * dx + s * dy, c * dy - s * dx
+        p, q = dx / _as_col(rx), dy / _as_col(ry)
+        return np.stack([p[:, 0] ** 2 + q[:, 0] ** 2, 2 * (p[:, 0] * p[:, 1] + q[:, 0] * q[:, 1]),
+                         p[:, 1] ** 2 + q[:, 1] ** 2, 2 * (p[:, 0] * p[:, 2] + q[:, 0] * q[:, 2]),
+                         2 * (p[:, 1] * p[:, 2] + q[:, 1] * q[:, 2]), p[:, 2] ** 2 + q[:, 2] ** 2], 1)
+
+
+def shift(q: np.ndarray, c) -> np.ndarray:
+    """Coefficients of the quadric ``q - c`` (``c`` a number or one per image)."""
+    out = q.copy()
+    out[:, 5] -= np.asarray(c, np.float64)
+    return out
+
+
+def _as_col(v):
+    """A scalar, or per-image values as a float64 ``(N, 1)`` column for the coefficient arithmetic."""
+    v = np.asarray(v, np.float64)
+    return v.reshape(-1, 1) if v.ndim >= 1 else float(v)
+
+
+def ramp(d: torch.Tensor, width: float) -> torch.Tensor:
+    """A linear 0-to-1 ramp (anti-aliased edge): 1 where ``d <= -width/2``, 0 where ``d >= width/2`` (a new tensor)."""
+    return (d * (-1.0 / width)).add_(0.5).clamp_(0.0, 1.0)
+
+
+def ramp_(d: torch.Tensor, width: float) -> torch.Tensor:
+    """:func:`ramp` in place (``d`` is overwritten and returned)."""
+    return d.mul_(-1.0 / width).add_(0.5).clamp_(0.0, 1.0)
+
+
+class PixelNoise:
+    """The random numbers of the pixel fields: the NumPy stream ``rng`` on the CPU, a torch generator elsewhere.
+
+    On the CPU every draw is taken from ``rng`` in the order of the calls, exactly as the NumPy renderer drew
+    them. On another device the draws come from a generator on that device seeded from ``seed`` (a stream of its
+    own, not ``rng``'s), and ``rng`` is not touched.
+    """
+
+    def __init__(self, rng: np.random.Generator, seed: int, device: torch.device):
+        self.rng, self.device = rng, device
+        self.gen = None
+        if device.type != "cpu":
+            state = np.random.SeedSequence(int(seed), spawn_key=(11,)).generate_state(2, np.uint64)
+            self.gen = torch.Generator(device=device)
+            self.gen.manual_seed(int(state[0] >> np.uint64(1)))
+
+    def standard_normal(self, shape) -> torch.Tensor:
+        """float32 standard normal numbers (NumPy: ``rng.standard_normal(shape, dtype=float32)``)."""
+        if self.gen is None:
+            return torch.from_numpy(self.rng.standard_normal(shape, dtype=np.float32))
+        return torch.randn(shape, generator=self.gen, device=self.device)
+
+    def normal(self, loc, scale, shape) -> torch.Tensor:
+        """float64 normal numbers (NumPy: ``rng.normal(loc, scale, shape)``)."""
+        if self.gen is None:
+            return torch.from_numpy(self.rng.normal(loc, scale, shape))
+        return torch.randn(shape, generator=self.gen, device=self.device, dtype=torch.float64) * scale + loc
+
+    def uniform(self, low, high, shape) -> torch.Tensor:
+        """float64 uniform numbers in ``[low, high)`` (NumPy: ``rng.uniform(low, high, shape)``)."""
+        if self.gen is None:
+            return torch.from_numpy(self.rng.uniform(low, high, shape))
+        return torch.rand(shape, generator=self.gen, device=self.device, dtype=torch.float64) * (high - low) + low
+
+
+def resize(x: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
+    """Resize a stack ``(N, h, w)`` to ``(N, size, size)`` (antialiased when it shrinks), float32."""
+    shape = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
+    if tuple(x.shape[-2:]) == shape:
+        return x.float()
+    kwargs = {"align_corners": False} if mode in ("bilinear", "bicubic") else {}
+    out = F.interpolate(x.float()[:, None], size=shape, mode=mode,
+                        antialias=mode in ("bilinear", "bicubic") and shape[0] < x.shape[-2], **kwargs)
+    return out[:, 0]
+
+
+def _gaussian_kernels(sigmas: torch.Tensor, radius: int) -> torch.Tensor:
+    """``(N, 2 radius + 1)`` normalised Gaussian kernels (a zero sigma gives the identity)."""
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64, device=sigmas.device)
+    s = sigmas.to(torch.float64).clamp_min(1e-12)[:, None]
+    k = torch.exp(-0.5 * (t / s) ** 2)
+    if radius:  # scipy's kernel reaches int(3 sigma + 0.5) pixels: zero the rest for smaller sigmas
+        k = k * (t.abs()[None] <= (3.0 * s + 0.5).floor())
+    return (k / k.sum(1, keepdim=True)).to(torch.float32)
+
+
+def blur(x: torch.Tensor, sigma) -> torch.Tensor:
+    """Gaussian blur of a stack ``(N, H, W)`` as scipy's ``gaussian_filter1d`` (mode ``nearest``, 3 sigma).
+
+    ``sigma`` in pixels: a number, or one per image (a tensor or array of length ``N``).
+    """
+    n, h, w = x.shape
+    per_image = not np.isscalar(sigma) and not (isinstance(sigma, torch.Tensor) and sigma.ndim == 0)
+    s = torch.as_tensor(np.asarray(sigma, np.float64) if not isinstance(sigma, torch.Tensor) else sigma,
+                        device=x.device).reshape(-1)
+    if float(s.max()) <= 0:
+        return x.float().clone()
+    radius = int(3.0 * float(s.max()) + 0.5)
+    out = x.float()
+    if not per_image:  # one kernel for the whole stack: a weighted sum of shifted copies, rows then columns
+        k = _gaussian_kernels(s, radius)[0].tolist()
+        t = F.pad(out[:, None], (radius, radius, radius, radius), mode="replicate")[:, 0]
+        rows = t[:, 0:h] * k[0]
+        for i in range(1, 2 * radius + 1):
+            rows.add_(t[:, i:i + h], alpha=k[i])
+        cols = rows[:, :, 0:w] * k[0]
+        for i in range(1, 2 * radius + 1):
+            cols.add_(rows[:, :, i:i + w], alpha=k[i])
+        return cols
+    k = _gaussian_kernels(s, radius)       # (N, K): rows then columns, grouped 1-D convolutions, edges replicated
+    t = F.pad(out.transpose(1, 2).reshape(1, n * w, h), (radius, radius), mode="replicate")
+    out = F.conv1d(t, k.repeat_interleave(w, 0)[:, None], groups=n * w).reshape(n, w, h).transpose(1, 2)
+    t = F.pad(out.reshape(1, n * h, w), (radius, radius), mode="replicate")
+    return F.conv1d(t, k.repeat_interleave(h, 0)[:, None], groups=n * h).reshape(n, h, w)
+
+
+def field_cells(noise: PixelNoise, n: int, cells: int) -> torch.Tensor:
+    """The random grid behind :func:`smooth_field`: ``(n, cells + 2, cells + 2)`` standard normal numbers."""
+    return noise.normal(0.0, 1.0, (n, cells + 2, cells + 2)).to(device=noise.device, dtype=torch.float32)
+
+
+def smooth_field(low: torch.Tensor, size: int) -> torch.Tensor:
+    """Smooth random fields ``(N, size, size)``, zero mean and unit std per image (as ``_common.smooth_field``).
+
+    ``low`` is the ``(N, cells + 2, cells + 2)`` grid of :func:`field_cells`, upsampled bilinearly: features
+    about ``size / cells`` pixels across.
+    """
+    cells = low.shape[-1] - 2
+    up = resize(low, size * (cells + 2) // cells, mode="bilinear")
+    m = (up.shape[-1] - size) // 2
+    f = up[:, m:m + size, m:m + size]
+    f = f - f.mean(dim=(1, 2), keepdim=True)
+    return f.div_(f.square().mean(dim=(1, 2), keepdim=True).sqrt_().add_(1e-6))
+
+
+def apply_domain(clean: torch.Tensor, z: torch.Tensor, dom, sigma_noise: float, reference: float = 0.0,
+                 offset_unit: float = 1.0, mid: float = 0.5) -> torch.Tensor:
+    """Render a clean stack ``(N, H, W)`` through a scanner ``dom`` (as ``_common.apply_domain``), in place.
+
+    ``z``: the stack's standard normal noise, ``(N, H, W)`` (``noise.standard_normal(shape)``, always drawn, so
+    that a knob never changes the rest of the sample).
+    """
+    n, h, w = clean.shape
+    out = clean
+    if dom.resolution < 1.0:
+        low = max(4, int(round(h * dom.resolution)))
+        out = resize(resize(out, low), h)
+    if dom.blur > 0:
+        out = blur(out, dom.blur)
+    if dom.intensity_scale != 1.0 or dom.intensity_offset != 0.0:
+        out = (out - reference).mul_(dom.intensity_scale).add_(reference + dom.intensity_offset * offset_unit)
+    sigma = sigma_noise * dom.noise_gain
+    if sigma > 0:
+        if dom.noise_texture == "correlated":
+            z = blur(z, 1.0)
+            z /= z.std(correction=0) + 1e-6
+            out = out.add_(z, alpha=sigma)
+        elif dom.noise_texture == "speckle":
+            out = out.addcmul_(z, (out - reference).clamp_min_(0.0), value=sigma / (mid - reference))
+        else:
+            out = out.add_(z, alpha=sigma)
+    return out
+
+
+def lerp_(img: torch.Tensor, weight: torch.Tensor, value) -> torch.Tensor:
+    """``img += weight * (value - img)`` in place (``value`` a number or a tensor)."""
+    if not isinstance(value, torch.Tensor):
+        value = torch.tensor(float(value), dtype=img.dtype, device=img.device)
+    return img.lerp_(value.expand_as(img) if value.shape != img.shape else value, weight)
+

@@ -1,0 +1,207 @@
+"""Phantoms rendered with torch (CT, chest X-ray): the NumPy renderer's images, on any device, in parallel chunks.
+
+The torch renderer draws the same random numbers as the NumPy renderer it replaced, in the same order, so on the
+CPU its images are those images up to float rounding (a pixel at a threshold may flip). The fingerprints below
+were computed with the NumPy renderer: labels, image means (HU), lesion and lung pixel counts per slice.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.ndimage import gaussian_filter1d
+
+from medlab.data import PhantomStream
+from medlab.data import phantoms as P
+from medlab.data.phantoms import _common, _torch
+from medlab.errors import ParameterError
+
+BEFORE = {
+    "default": (dict(n=10, size=64, seed=0),
+                [0, 0, 0, 1, 1, 1, 1, 0, 0, 1],
+                [-774.69, -718.82, -779.64, -706.56, -711.33, -841.28, -667.98, -832.32, -761.12, -807.66],
+                [0, 0, 0, 58, 160, 115, 400, 0, 0, 73],
+                [822, 963, 759, 972, 980, 557, 891, 590, 865, 649]),
+    "B_small": (dict(n=8, size=48, seed=3, domain="B"),
+                [0, 1, 0, 1, 0, 1, 1, 0],
+                [-723.84, -687.12, -788.69, -652.00, -780.64, -726.01, -707.64, -720.92],
+                [0, 138, 0, 136, 0, 94, 35, 0],
+                [437, 460, 337, 539, 339, 400, 415, 411]),
+    "C_knobs": (dict(n=8, size=40, seed=1, domain="C", lesion_contrast=0.5, lesion_size=1.5, count=6),
+                [1, 0, 1, 0, 0, 0, 1, 1],
+                [-765.28, -705.44, -763.09, -777.03, -795.74, -696.67, -732.93, -771.82],
+                [16, 0, 97, 0, 0, 0, 140, 124],
+                [287, 349, 282, 323, 221, 343, 296, 284]),
+    "per_slice": (dict(n=6, size=48, seed=4, lesions=[1, 0, 1, 1, 0, 1], involvement=[0.05, 0.1, 0.3, 0.6, 0.2, 0.9],
+                       consolidation_fraction=[0.0, 0.5, 0.2, 0.9, 0.1, 0.5]),
+                  [1, 0, 1, 1, 0, 1],
+                  [-754.04, -763.79, -701.35, -712.58, -677.25, -669.40],
+                  [16, 0, 158, 206, 0, 356],
+                  [448, 409, 554, 345, 538, 405]),
+}
+
+
+@pytest.mark.parametrize("case", BEFORE)
+def test_ct_renders_the_numpy_renderers_slices(case):
+    kwargs, labels, means, lesion, lung = BEFORE[case]
+    batch = P.ct_slice(**kwargs)
+    assert batch.labels.tolist() == labels
+    np.testing.assert_allclose(batch.images.mean(axis=(1, 2, 3)), means, atol=3.0)  # a few flipped lesion pixels
+    np.testing.assert_array_equal(batch.masks["lung"].sum(axis=(1, 2)), lung)
+    np.testing.assert_allclose((batch.masks["lesion"] > 0).sum(axis=(1, 2)), lesion, atol=3)
+    assert batch.images.dtype == np.float32 and batch.masks["lesion"].dtype == np.int64
+
+
+def test_threads_do_not_change_the_images():
+    """Chunks rendered in parallel threads give the bytes of the chunks rendered one after another."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = [P.ct_slice(300, size=32, seed=2), P.chest_xray(300, size=32, seed=2, pose=1.0, bias=0.1)]
+        torch.set_num_threads(2)
+        two = [P.ct_slice(300, size=32, seed=2), P.chest_xray(300, size=32, seed=2, pose=1.0, bias=0.1)]
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(one, two):
+        np.testing.assert_array_equal(a.images, b.images)
+        for k in a.masks:
+            np.testing.assert_array_equal(a.masks[k], b.masks[k])
+        assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("generator", [P.ct_slice, P.chest_xray])
+def test_as_tensors_returns_the_same_phantoms_as_tensors(generator):
+    arrays = generator(12, size=32, seed=5)
+    tensors = generator(12, size=32, seed=5, device="cpu", as_tensors=True)
+    assert isinstance(tensors.images, torch.Tensor) and tensors.images.shape == (12, 1, 32, 32)
+    np.testing.assert_array_equal(tensors.images.numpy(), arrays.images)
+    np.testing.assert_array_equal(tensors.labels.numpy(), arrays.labels)
+    for k in arrays.masks:
+        assert tensors.masks[k].dtype == torch.int64
+        np.testing.assert_array_equal(tensors.masks[k].numpy(), arrays.masks[k])
+    for k in arrays.attrs:
+        np.testing.assert_array_equal(np.asarray(tensors.attrs[k]), np.asarray(arrays.attrs[k]))
+
+
+@pytest.mark.parametrize("generator", [P.ct_slice, P.chest_xray])
+def test_device_noise_stream_keeps_parameters_and_is_reproducible(generator, monkeypatch):
+    """On a GPU the pixel noise comes from a torch generator: exercised here on the CPU by forcing that branch."""
+    original = _torch.PixelNoise.__init__
+
+    def torch_stream(self, rng, seed, device):
+        original(self, rng, seed, device)
+        state = np.random.SeedSequence(int(seed), spawn_key=(11,)).generate_state(1)
+        self.gen = torch.Generator().manual_seed(int(state[0]))
+
+    reference = generator(16, size=32, seed=7)
+    monkeypatch.setattr(_torch.PixelNoise, "__init__", torch_stream)
+    first, second = generator(16, size=32, seed=7), generator(16, size=32, seed=7)
+    np.testing.assert_array_equal(first.images, second.images)          # same seed and device, same images
+    np.testing.assert_array_equal(first.labels, reference.labels)        # per-image draws do not depend on it
+    np.testing.assert_array_equal(first.masks["lung"], reference.masks["lung"])
+    assert not np.array_equal(first.images, reference.images)           # the pixel noise does
+    other = generator(16, size=32, seed=8)
+    assert not np.array_equal(first.images, other.images)
+
+
+def test_device_argument_is_checked():
+    with pytest.raises(ParameterError, match="device"):
+        P.ct_slice(4, size=32, device="tpu:7")
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="no CUDA GPU"):
+            P.ct_slice(4, size=32, device="cuda")
+
+
+def test_quadric_coefficients_equal_the_ellipse_formula():
+    rng = np.random.default_rng(0)
+    m, size = 5, 24
+    angle, scale = rng.uniform(-0.3, 0.3, m), rng.uniform(0.8, 1.1, m)
+    tx, ty = rng.uniform(-0.1, 0.1, m), rng.uniform(-0.1, 0.1, m)
+    canvas = _torch.Canvas(size, torch.device("cpu"))
+    pose = _torch.Pose.rotation(angle, scale, tx, ty)
+    y0, x0 = _common.grid(size)
+    col = _common.col
+    ca, sa = np.cos(col(angle)) / col(scale), np.sin(col(angle)) / col(scale)
+    x = ca * x0 - sa * y0 - col(tx) / col(scale)
+    y = sa * x0 + ca * y0 - col(ty) / col(scale)
+    ry, rx = rng.uniform(0.1, 0.5, m), rng.uniform(0.1, 0.5, m)
+    got = canvas.quadric(pose.ellipse(0.1, -0.2, ry, rx, angle=0.4)).numpy()
+    want = _common.ellipse_r2(y, x, 0.1, -0.2, col(ry), col(rx), 0.4)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    yy, xx = pose.coords(canvas)
+    np.testing.assert_allclose(xx.numpy(), x, atol=1e-5)
+    np.testing.assert_allclose(canvas.quadric(pose.line(a=2.0, b=-1.0, c=0.3)).numpy(), 2 * x - y + 0.3, atol=1e-5)
+    np.testing.assert_allclose(canvas.ramp(_torch.shift(pose.ellipse(0.0, 0.0, ry, rx), 1.0), 0.2).numpy(),
+                               _common.ramp(_common.ellipse_r2(y, x, 0.0, 0.0, col(ry), col(rx)) - 1.0, 0.2), atol=1e-4)
+
+
+@pytest.mark.parametrize("sigma", [0.6, 1.0, 2.5, [0.0, 0.5, 1.0, 2.0]])
+def test_blur_equals_scipy(sigma):
+    x = np.random.default_rng(1).standard_normal((4, 21, 27)).astype(np.float32)
+
+    def scipy_blur(a, s):
+        if s <= 0:
+            return a
+        a = gaussian_filter1d(a, s, axis=-2, mode="nearest", truncate=3.0)
+        return gaussian_filter1d(a, s, axis=-1, mode="nearest", truncate=3.0)
+
+    got = _torch.blur(torch.from_numpy(x), sigma).numpy()
+    sigmas = np.broadcast_to(np.asarray(sigma, float), (4,))
+    want = np.stack([scipy_blur(x[i], s) for i, s in enumerate(sigmas)])
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("texture", ["gaussian", "correlated", "speckle"])
+def test_smooth_field_and_scanner_equal_the_numpy_helpers(texture):
+    dom = _common.resolve_domain("C", noise_texture=texture, blur=0.8)
+    noise = _torch.PixelNoise(np.random.default_rng(3), 3, torch.device("cpu"))
+    field = _torch.smooth_field(_torch.field_cells(noise, 4, 6), 32)
+    np.testing.assert_allclose(field.numpy(), _common.smooth_field(np.random.default_rng(3), 4, 32, cells=6), atol=1e-5)
+    clean = np.random.default_rng(4).uniform(0, 1, (4, 32, 32)).astype(np.float32)
+    z = _torch.PixelNoise(np.random.default_rng(5), 5, torch.device("cpu")).standard_normal((4, 32, 32))
+    got = _torch.apply_domain(torch.from_numpy(clean.copy()), z, dom, 0.05).numpy()
+    want = _common.apply_domain(clean, np.random.default_rng(5), dom, 0.05)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# drawing on the fly
+
+def test_stream_draws_fresh_reproducible_epochs():
+    stream = PhantomStream("ct_slice", n=40, batch_size=16, size=32, seed=1, device="cpu", block=32)
+    assert len(stream) == 3
+    first = list(stream)
+    assert [len(x) for x, _ in first] == [16, 16, 8]          # the 8 left over from the 32-image block, then 8
+    assert stream.epoch == 1
+    second = list(stream)
+    assert not torch.equal(first[0][0], second[0][0])          # a new epoch draws new images
+    again = list(PhantomStream("ct_slice", n=40, batch_size=16, size=32, seed=1, device="cpu", block=32))
+    for (a, la), (b, lb) in zip(first, again):
+        assert torch.equal(a, b) and torch.equal(la, lb)
+    images, labels = first[0]
+    assert images.dtype == torch.float32 and 0.0 <= float(images.min()) and float(images.max()) <= 1.0  # windowed
+    assert labels.dtype == torch.int64 and set(labels.tolist()) <= {0, 1}
+
+
+def test_stream_masks_and_knobs():
+    stream = PhantomStream("chest_xray", n=8, batch_size=4, size=32, seed=0, device="cpu", target="lung", pose=1.0)
+    images, masks = next(iter(stream))
+    assert images.shape == (4, 1, 32, 32) and masks.shape == (4, 32, 32) and masks.dtype == torch.int64
+    assert stream.class_names == ["background", "lung"]
+    with pytest.raises(ParameterError, match="us_nodule"):
+        PhantomStream("us_nodule", n=8, batch_size=4)
+    with pytest.raises(ParameterError, match="batch_size"):
+        PhantomStream("ct_slice", n=8, batch_size=0)
+    with pytest.raises(ParameterError):
+        PhantomStream("ct_slice", n=8, batch_size=4, lesion_contrast=99.0)  # a bad knob stops it at once
+
+
+def test_fit_trains_on_a_stream():
+    from medlab.models import build_classifier
+    from medlab.train import fit
+
+    stream = PhantomStream("ct_slice", n=32, batch_size=16, size=32, seed=0, device="cpu")
+    model = build_classifier("small_cnn", num_classes=2, in_channels=1)
+    history = fit(model, stream, epochs=2, device="cpu", progress=False, seed=0)
+    assert history.metrics["epoch"] == [1, 2] and stream.epoch == 2
+    assert all(np.isfinite(history.metrics["train_loss"]))
