@@ -5,7 +5,8 @@ Run from the repository root::
     python benchmarks/budgets.py --only import --only phantoms      # the two quick checks (a minute or two)
     python benchmarks/budgets.py --only suite                       # run every lesson, smoke and cpu (25+ min)
     python benchmarks/budgets.py --only suite --smoke-run runs/smoke --cpu-run runs/latest   # read finished runs
-    python benchmarks/budgets.py                                    # everything
+    python benchmarks/budgets.py --only gpu --gpu-run runs/gpu      # a finished gpu-profile run (or run it, on a GPU)
+    python benchmarks/budgets.py                                    # everything (gpu only where there is one)
 
 Budgets (on a 2-core machine without a GPU):
 
@@ -19,6 +20,16 @@ Budgets (on a 2-core machine without a GPU):
   minutes in total; ``--profile cpu``: every lesson under 4 minutes and under
   2 GB peak memory, the whole suite under 25 minutes. Read from the runner's
   ``results.json`` (wall time and peak memory per lesson).
+* ``gpu``: ``medlab run --profile gpu`` on one H100/H200-class GPU: every
+  lesson under 90 s alone and the whole suite under 10 minutes one after
+  another. Read from a finished run folder (``--gpu-run``) or run here when
+  CUDA is available; skipped (the previous section kept) otherwise.
+
+Every suite table also gives each lesson's own estimate of its run time on an
+NVIDIA T4 (``t4_estimate_s`` in its ``metrics.json``, written by
+``medlab.record``; see ``medlab/compute.py`` for the formula and the assumed
+T4 rates): from a gpu run it is the estimate the issue asks for, from a cpu
+run it is informative only (the launch cost of small networks is not in it).
 
 Writes ``benchmarks/results/budgets.md`` (sections not measured this time are
 kept from the previous file) and prints the same.
@@ -46,6 +57,8 @@ SMOKE_TOTAL_S = 5 * 60
 CPU_EACH_S = 4 * 60
 CPU_EACH_MB = 2048
 CPU_TOTAL_S = 25 * 60
+GPU_EACH_S = 90
+GPU_TOTAL_S = 10 * 60
 
 # (phantom kind, image side, the model the lessons train on it, its width, batch): the cpu profile's pairs
 PAIRS = [
@@ -182,6 +195,44 @@ def suite_rows(run_dir: Path) -> tuple[list[dict], float | None, str]:
     return payload["results"], total, payload.get("written", "")
 
 
+def t4_estimate(run_dir: Path, row: dict) -> float | None:
+    """A lesson's T4 estimate: from the runner's row, else from its metrics.json (runs older than the column)."""
+    if row.get("t4_estimate_s") is not None:
+        return row["t4_estimate_s"]
+    path = run_dir / row["notebook"] / "metrics.json"
+    if path.exists():
+        return json.loads(path.read_text()).get("t4_estimate_s")
+    return None
+
+
+def minutes(seconds: float | None) -> str:
+    return "–" if seconds is None else (f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min")
+
+
+def gpu_section(gpu_dir: Path) -> list[str]:
+    """The gpu-profile budgets (90 s a lesson, 10 min in all) and each lesson's T4 estimate, from a run folder."""
+    rows, total, written = suite_rows(gpu_dir)
+    summed = sum(r["wall_time_s"] for r in rows)
+    total = total or summed
+    estimates = [t4_estimate(gpu_dir, r) for r in rows]
+    known = [e for e in estimates if e is not None]
+    devices = sorted({json.loads((gpu_dir / r["notebook"] / "metrics.json").read_text()).get("machine", {}).get("gpu")
+                      or "no GPU" for r in rows if (gpu_dir / r["notebook"] / "metrics.json").exists()})
+    lines = [f"**gpu** ({len(rows)} lessons on {', '.join(devices) or 'unknown device'}, run folder `{gpu_dir}`, "
+             f"written {written}): total {total / 60:.1f} min (sum of lessons {summed / 60:.1f} min); budget "
+             f"{GPU_TOTAL_S // 60} min: {ok(total < GPU_TOTAL_S)}. Estimated on a T4, all lessons: "
+             f"{minutes(sum(known)) if known else '–'}"
+             + (f" ({len(rows) - len(known)} lesson(s) gave no estimate)" if len(known) < len(rows) else "") + ".", "",
+             f"| lesson | status | wall (s) | under {GPU_EACH_S} s | T4 estimate |", "|---|---|---:|---|---:|"]
+    for r, estimate in zip(rows, estimates):
+        lines.append(f"| {r['notebook']} | {r['status']} | {r['wall_time_s']:.0f} | "
+                     f"{ok(r['wall_time_s'] < GPU_EACH_S)} | {minutes(estimate)} |")
+    lines += ["", "The T4 estimate is each lesson's own (`t4_estimate_s` in its metrics.json): the FLOPs its "
+              "`medlab.train` loops did over an assumed sustained T4 rate, at least the time those loops took on "
+              "the GPU measured, plus the rest of its time as measured (medlab/compute.py)."]
+    return lines
+
+
 def suite_section(smoke_dir: Path | None, cpu_dir: Path | None) -> list[str]:
     lines = []
     if smoke_dir is not None:
@@ -199,20 +250,22 @@ def suite_section(smoke_dir: Path | None, cpu_dir: Path | None) -> list[str]:
         lines += [f"**cpu** ({len(rows)} lessons, run folder `{cpu_dir}`, written {written}): total "
                   f"{total / 60:.1f} min (sum of lessons {summed / 60:.1f} min); budget 25 min: "
                   f"{ok(total < CPU_TOTAL_S)}", "",
-                  "| lesson | status | wall (s) | peak memory (MiB) | under 4 min | under 2 GB |",
-                  "|---|---|---:|---:|---|---|"]
+                  "| lesson | status | wall (s) | peak memory (MiB) | under 4 min | under 2 GB | T4 estimate |",
+                  "|---|---|---:|---:|---|---|---:|"]
         for r in rows:
             peak = r.get("peak_memory_mb")
             lines.append(f"| {r['notebook']} | {r['status']} | {r['wall_time_s']:.0f} | "
                          f"{'–' if peak is None else f'{peak:.0f}'} | {ok(r['wall_time_s'] < CPU_EACH_S)} | "
-                         f"{'–' if peak is None else ok(peak < CPU_EACH_MB)} |")
+                         f"{'–' if peak is None else ok(peak < CPU_EACH_MB)} | {minutes(t4_estimate(cpu_dir, r))} |")
+        lines += ["", "T4 estimate from a cpu run: informative only (see the gpu section)."]
     return lines
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-TITLES = {"import": "Import time", "phantoms": "Phantom generation against training", "suite": "The whole suite"}
+TITLES = {"import": "Import time", "phantoms": "Phantom generation against training", "suite": "The whole suite",
+          "gpu": "The gpu profile and the T4 estimate"}
 
 
 def write(path: Path, sections: dict, header: str) -> str:
@@ -235,6 +288,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=list(TITLES), action="append")
     ap.add_argument("--smoke-run", type=Path, help="read this finished smoke run folder instead of running it")
     ap.add_argument("--cpu-run", type=Path, help="read this finished cpu run folder instead of running it")
+    ap.add_argument("--gpu-run", type=Path, help="read this finished gpu-profile run folder instead of running it")
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "budgets", help="where fresh suite runs go")
     ap.add_argument("--threads", type=int, help="torch threads for the phantom/training comparison")
     ap.add_argument("--note", default="", help="a line for the report (e.g. 'machine shared with other jobs')")
@@ -256,6 +310,13 @@ def main(argv=None) -> int:
         smoke = args.smoke_run or run_suite("smoke", args.runs / "smoke")
         cpu = args.cpu_run or run_suite("cpu", args.runs / "cpu")
         sections["suite"] = suite_section(smoke, cpu)
+    if "gpu" in parts:
+        if args.gpu_run is not None:
+            sections["gpu"] = gpu_section(args.gpu_run)
+        elif torch.cuda.is_available():
+            sections["gpu"] = gpu_section(run_suite("gpu", args.runs / "gpu"))
+        else:
+            print("gpu section skipped: no GPU here and no --gpu-run folder (the previous section is kept)")
     stamp = f"_Measured {time.strftime('%Y-%m-%d %H:%M')} on {cpu_model()} ({os.cpu_count()} cores)" + \
         (f"; {args.note}" if args.note else "") + "._"
     sections = {key: [stamp, ""] + lines for key, lines in sections.items()}

@@ -15,7 +15,7 @@ import importlib
 __version__ = "0.2.0"
 
 _SUBMODULES = {
-    "bench", "checks", "cli", "data", "errors", "examples", "explain", "io", "losses", "metrics", "models",
+    "bench", "checks", "cli", "compute", "data", "errors", "examples", "explain", "io", "losses", "metrics", "models",
     "profiles", "project", "records", "reset", "runner", "runtime", "student", "sweep", "train", "viz",
     "widgets",
 }

@@ -9,10 +9,14 @@ A lesson starts with :func:`setup` and ends with :func:`record`::
 
 ``record`` writes ``OUTPUT_DIR/metrics.json``: the notebook's name, profile,
 parameters, seed, device, package versions, wall time since ``setup``, peak
-memory of the kernel process and the metrics. Calling it again adds to the
-metrics already written. Only finite numbers, strings, booleans and small
-lists of those are accepted; a NaN or infinite metric is written as ``null``
-and its name listed under ``"nonfinite"`` so the runner can flag it.
+memory of the kernel process and the metrics, and the compute the lesson's
+``medlab.train`` loops did with an estimate of its run time on an NVIDIA T4
+(``compute_flops``, ``t4_estimate_s`` and the details under ``compute``; see
+:mod:`medlab.compute`), which it also prints as one line for the learner.
+Calling it again adds to the metrics already written. Only finite numbers,
+strings, booleans and small lists of those are accepted; a NaN or infinite
+metric is written as ``null`` and its name listed under ``"nonfinite"`` so the
+runner can flag it.
 """
 from __future__ import annotations
 
@@ -46,6 +50,7 @@ class Context:
     started: float = field(default_factory=time.perf_counter)
     metrics: dict = field(default_factory=dict)
     nonfinite: list = field(default_factory=list)
+    quiet: bool = False
 
     @property
     def knobs(self) -> dict:
@@ -78,7 +83,7 @@ def setup(notebook: str, profile="auto", seed: int = 0, device: str = "auto", ou
     Returns:
         the :class:`Context`, which holds ``profile``, ``device`` and ``seed``.
     """
-    from . import profiles, runtime
+    from . import compute, profiles, runtime
 
     global _CURRENT
     resolved = profiles.resolve(profile)
@@ -89,7 +94,8 @@ def setup(notebook: str, profile="auto", seed: int = 0, device: str = "auto", ou
     out = Path(output_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
     _CURRENT = Context(notebook=notebook, profile=resolved, seed=seed, device=dev, output_dir=out,
-                       params=dict(params or {}))
+                       params=dict(params or {}), quiet=quiet)
+    compute.reset()  # the T4 estimate counts this lesson's loops only
     show_figures_inline()
     if not quiet:
         print(runtime.environment_report(str(dev), resolved))
@@ -181,14 +187,17 @@ def record(**metrics) -> Path:
 
     NaN and infinite values are written as ``null`` and listed under
     ``"nonfinite"``; the runner treats a null metric that has an expectation
-    as a failure.
+    as a failure. Prints this run's wall time and the estimate for a T4
+    (unless :func:`setup` was quiet).
     """
-    from . import runtime
+    from . import compute, runtime
 
     ctx = current()
     for name, value in metrics.items():
         ctx.metrics[name] = _clean(name, value, ctx)
     env = runtime.environment(str(ctx.device))
+    wall = time.perf_counter() - ctx.started
+    estimate = compute.estimate_t4(compute.tally(), wall, ctx.device.type)
     document = {
         "notebook": ctx.notebook,
         "profile": ctx.profile.name,
@@ -198,16 +207,21 @@ def record(**metrics) -> Path:
         "params": {k: _clean(k, v, ctx) if not isinstance(v, dict) else str(v) for k, v in ctx.params.items()},
         "versions": {k: v for k, v in env["packages"].items() if v},
         "machine": {"cpu": env["cpu"], "cores": env["cores"], "gpu": env["gpu"]},
-        "wall_time_s": round(time.perf_counter() - ctx.started, 2),
+        "wall_time_s": round(wall, 2),
         "peak_memory_mb": peak_memory_mb(),
         "metrics": ctx.metrics,
         "nonfinite": ctx.nonfinite,
         "exercises": _exercise_results(),
+        "compute_flops": estimate["flops"],
+        "t4_estimate_s": estimate["t4_estimate_s"],
+        "compute": estimate,
     }
     path = ctx.metrics_path
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(document, indent=2, allow_nan=False))
     os.replace(tmp, path)
+    if not ctx.quiet:
+        print(compute.report_line(estimate, str(ctx.device), env["gpu"] or env["cpu"]))
     return path
 
 

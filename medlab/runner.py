@@ -243,6 +243,7 @@ class NotebookResult:
     exercises: dict = field(default_factory=dict)  # exercise -> "passed" or "failed: why" (medlab.checks)
     unchecked: str | None = None  # why the metrics were not held to expectations (data they were not measured on)
     output_cut_chars: int = 0  # characters of cell output cut from the stored copy (see cap_outputs)
+    t4_estimate_s: float | None = None  # the notebook's own estimate of its run time on a T4 (medlab.compute)
 
 
 def _write_kernelspec(root: Path) -> Path:
@@ -531,6 +532,7 @@ def _apply_checks(result: NotebookResult, out: Path, expected: dict) -> None:
             result.peak_memory_mb = document.get("peak_memory_mb")
         result.profile_overrides = document.get("profile_overrides")
         result.exercises = document.get("exercises") or {}
+        result.t4_estimate_s = document.get("t4_estimate_s")
     if result.profile_overrides:
         expected = {}  # the expectations are for the profile as published, not for a shrunken copy of it
     result.checks = check_metrics(result.metrics, expected)
@@ -644,6 +646,13 @@ def _format(value) -> str:
     return "—" if value is None else str(value)
 
 
+def _t4(seconds) -> str:
+    """A T4 estimate for the reports: "about 6 min", or a dash when the notebook gave none."""
+    from .compute import format_duration
+
+    return "—" if seconds is None else f"about {format_duration(seconds)}"
+
+
 def _rule(row) -> str:
     low, high = row["min"], row["max"]
     if low is not None and high is not None:
@@ -655,14 +664,21 @@ def _summary_markdown(results, profile) -> str:
     passed = sum(r.status in PASSING for r in results)
     lines = [f"# medlab run: profile `{profile}`", "",
              f"{passed} of {len(results)} notebooks passed.", "",
-             "| notebook | status | wall time (s) | peak memory (MiB) | checks |", "|---|---|---|---|---|"]
+             "| notebook | status | wall time (s) | peak memory (MiB) | T4 estimate | checks |",
+             "|---|---|---|---|---|---|"]
     for r in results:
         checks = "; ".join(f"{'ok' if c['ok'] else 'FAIL'} {c['metric']}={_format(c['value'])} ({_rule(c)})" for c in r.checks) or "none"
         if r.profile_overrides:
             checks = f"not checked: profile fields overridden {r.profile_overrides}"
         elif r.unchecked:
             checks = r.unchecked
-        lines.append(f"| {r.notebook} | {r.status} | {r.wall_time_s:.1f} | {_format(r.peak_memory_mb)} | {checks} |")
+        lines.append(f"| {r.notebook} | {r.status} | {r.wall_time_s:.1f} | {_format(r.peak_memory_mb)} | "
+                     f"{_t4(r.t4_estimate_s)} | {checks} |")
+    if any(r.t4_estimate_s is not None for r in results):
+        lines += ["", "T4 estimate: each notebook's estimate of its run time on an NVIDIA T4, from the FLOPs its "
+                  "medlab.train loops did and an assumed sustained T4 rate, plus the rest of its time as measured "
+                  "here, from medlab.setup to medlab.record (kernel start and imports not included; see "
+                  "medlab/compute.py)."]
     problems = [r for r in results if r.error]
     if problems:
         lines += ["", "## Problems", ""]
@@ -698,11 +714,12 @@ def _summary_html(results, profile) -> str:
         error = f"<pre>{esc(r.error)}</pre>" if r.error else ""
         rows.append(f'<tr class="{esc(r.status)}"><td>{esc(r.notebook)}</td><td>{esc(r.status)}{error}</td>'
                     f"<td>{r.wall_time_s:.1f}</td><td>{esc(_format(r.peak_memory_mb))}</td>"
+                    f"<td>{esc(_t4(r.t4_estimate_s))}</td>"
                     f"<td>{checks}</td><td>{' · '.join(links)}</td></tr>")
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>medlab run ({esc(profile)})</title>"
             f"<style>{_STYLE}</style></head><body><h1>medlab run: profile {esc(profile)}</h1>"
             f"<p>{passed} of {len(results)} notebooks passed.</p><table><thead><tr><th>notebook</th><th>status</th>"
-            "<th>wall time (s)</th><th>peak memory (MiB)</th><th>metrics against expectations</th><th>links</th></tr></thead>"
+            "<th>wall time (s)</th><th>peak memory (MiB)</th><th>T4 estimate</th><th>metrics against expectations</th><th>links</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></body></html>\n")
 
 

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from . import compute
 from .errors import ParameterError
 from .losses import get_loss
 from .runtime import choose_device, seed_everything
@@ -144,8 +145,10 @@ class Predictions(NamedTuple):
 def resolve_amp(amp, device) -> torch.dtype | None:
     """The autocast dtype for ``amp`` on ``device``, or None for full precision.
 
-    ``"auto"`` (or True): on CUDA bfloat16 when the GPU supports it, else
-    float16; elsewhere off (bfloat16 on most CPUs is slower than float32).
+    ``"auto"`` (or True): on CUDA bfloat16 when the GPU has bfloat16 hardware
+    (Ampere and later), else float16 (a T4 would only emulate bfloat16, slowly,
+    and cuDNN has no bfloat16 convolutions there); elsewhere off (bfloat16 on
+    most CPUs is slower than float32).
     ``"bf16"``/``"fp16"`` force a dtype (both run on the CPU too); None,
     False, ``"off"`` or ``"fp32"`` switch mixed precision off.
     """
@@ -154,13 +157,21 @@ def resolve_amp(amp, device) -> torch.dtype | None:
         return None
     if amp is True or (isinstance(amp, str) and amp.lower() == "auto"):
         if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            return torch.bfloat16 if _native_bf16() else torch.float16
         return None
     if isinstance(amp, str) and amp.lower() in ("bf16", "bfloat16"):
         return torch.bfloat16
     if isinstance(amp, str) and amp.lower() in ("fp16", "float16", "half"):
         return torch.float16
     raise ParameterError(f"amp must be 'auto', 'bf16', 'fp16' or None, got {amp!r}")
+
+
+def _native_bf16() -> bool:
+    """Whether the current CUDA GPU computes in bfloat16 natively (not by emulation, which a T4 answers True to)."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # torch before the argument existed: its answer was the native one
+        return bool(torch.cuda.is_bf16_supported())
 
 
 #: ``torch.compile`` modes ``fit(compile=...)`` accepts.
@@ -273,33 +284,51 @@ def _progress_bar(total, enabled, desc):
 # ======================================================================================
 # one epoch, evaluation, prediction
 # ======================================================================================
+def _forward_backward(model, x, y, loss_fn, optimizer, device, amp_dtype, scaler):
+    """Forward, loss and backward of one batch (gradients cleared first); returns the loss."""
+    with _autocast(device, amp_dtype):
+        loss = loss_fn(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    (scaler.scale(loss) if scaler is not None else loss).backward()
+    return loss
+
+
+def _eager(model):
+    """The module behind a ``torch.compile`` wrapper (the first, FLOP-counted batch runs eagerly)."""
+    return getattr(model, "_orig_mod", model)
+
+
 def train_one_epoch(model, loader, loss_fn, optimizer, device, amp_dtype=None, scaler=None, channels_last=False,
-                    grad_clip=None, bar=None) -> float:
+                    grad_clip=None, bar=None, meter: compute.Meter | None = None) -> float:
     """One pass over ``loader`` with gradient steps; returns the mean loss per case.
 
     ``amp_dtype`` comes from :func:`resolve_amp`; ``scaler`` is a
     ``torch.amp.GradScaler`` (needed for float16 only); ``bar`` a tqdm bar
     advanced once per batch. Batch losses stay on the device and are read once
-    at the end, so the loop never waits on the GPU between batches.
+    at the end, so the loop never waits on the GPU between batches. ``meter``
+    (a :class:`medlab.compute.Meter`) counts the FLOPs: it measures the first
+    batch it sees and is told how many cases the epoch had.
     """
     model.train()
     losses, sizes = [], []
+    measure = meter is not None and not meter.measured
     for batch in loader:
         x, y = _split_batch(batch)
         x, y = _to_device(x, device, channels_last), _to_device(y, device, False)
         _mark_step(model)
-        with _autocast(device, amp_dtype):
-            loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
+        if measure:
+            loss = meter.measure(lambda: _forward_backward(_eager(model), x, y, loss_fn, optimizer, device,
+                                                           amp_dtype, scaler), x.shape[0])
+            measure = False
+        else:
+            loss = _forward_backward(model, x, y, loss_fn, optimizer, device, amp_dtype, scaler)
         if scaler is not None:
-            scaler.scale(loss).backward()
             if grad_clip is not None:
                 scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
             optimizer.step()
@@ -307,6 +336,8 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, amp_dtype=None, s
         sizes.append(x.shape[0])
         if bar is not None:
             bar.update(1)
+    if meter is not None:
+        meter.cases_done(sum(sizes), len(sizes))
     if not losses:
         return float("nan")
     weights = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
@@ -314,8 +345,9 @@ def train_one_epoch(model, loader, loss_fn, optimizer, device, amp_dtype=None, s
 
 
 def _run_inference(model, loader, device, amp_dtype, channels_last, loss_fn=None, keep_outputs=False,
-                   activation="auto", progress=False, desc="eval"):
+                   activation="auto", progress=False, desc="eval", meter: compute.Meter | None = None):
     was_training = model.training
+    measure, cases, batches = meter is not None and not meter.measured, 0, 0
     model.eval()
     losses, sizes = [], []
     outputs, targets = [], []
@@ -328,7 +360,13 @@ def _run_inference(model, loader, device, amp_dtype, channels_last, loss_fn=None
                 y_dev = _to_device(y, device, False)
                 _mark_step(model)
                 with _autocast(device, amp_dtype):
-                    out = model(x)
+                    if measure:
+                        out = meter.measure(lambda: _eager(model)(x), x.shape[0])
+                        measure = False
+                    else:
+                        out = model(x)
+                    if meter is not None:
+                        cases, batches = cases + x.shape[0], batches + 1
                     if loss_fn is not None and y_dev is not None:
                         losses.append(loss_fn(out, y_dev).detach())     # read once at the end: no sync per batch
                         sizes.append(x.shape[0])
@@ -349,6 +387,8 @@ def _run_inference(model, loader, device, amp_dtype, channels_last, loss_fn=None
         if bar is not None:
             bar.close()
         model.train(was_training)
+        if meter is not None:
+            meter.cases_done(cases, batches)
     mean_loss = None
     if losses:
         weights = torch.tensor(sizes, dtype=torch.float32, device=losses[0].device)
@@ -392,8 +432,12 @@ def evaluate(model, loader, loss=None, device="auto", amp="auto", channels_last=
     dtype = resolve_amp(amp, device)
     cl = _resolve_channels_last(channels_last, device)
     loss_fn = get_loss(loss) if loss is not None else None
-    mean_loss, y_prob, y_true = _run_inference(model, loader, device, dtype, cl, loss_fn, keep_outputs=bool(metrics),
-                                               progress=progress)
+    meter = compute.Meter(compute.t4_precision(amp))
+    try:
+        mean_loss, y_prob, y_true = _run_inference(model, loader, device, dtype, cl, loss_fn,
+                                                   keep_outputs=bool(metrics), progress=progress, meter=meter)
+    finally:
+        meter.commit()
     result = {}
     if loss_fn is not None:
         result["loss"] = mean_loss
@@ -420,8 +464,12 @@ def predict(model, loader, device="auto", amp="auto", channels_last="auto", acti
     device = _resolve_device(device)
     dtype = resolve_amp(amp, device)
     cl = _resolve_channels_last(channels_last, device)
-    _, y_prob, y_true = _run_inference(model, loader, device, dtype, cl, None, keep_outputs=True,
-                                       activation=activation, progress=progress, desc="predict")
+    meter = compute.Meter(compute.t4_precision(amp))
+    try:
+        _, y_prob, y_true = _run_inference(model, loader, device, dtype, cl, None, keep_outputs=True,
+                                           activation=activation, progress=progress, desc="predict", meter=meter)
+    finally:
+        meter.commit()
     return Predictions(y_prob, y_true)
 
 
@@ -695,6 +743,8 @@ def fit(model: nn.Module, train_loader, val_loader=None, loss="cross_entropy", o
         epochs_without_improvement = len(history) - history.best_epoch
 
     net = _compiled(model, compile_mode, device) if compile_mode else model
+    train_meter, val_meter = compute.Meter(compute.t4_precision(amp)), compute.Meter(compute.t4_precision(amp))
+    counted_s = 0.0  # time in the epochs' training and validation passes (medlab.compute's tally)
     steps = len(train_loader) if hasattr(train_loader, "__len__") else None
     bar = _progress_bar(steps * (epochs - start_epoch) if steps is not None else None, progress, "training")
     try:
@@ -704,10 +754,10 @@ def fit(model: nn.Module, train_loader, val_loader=None, loss="cross_entropy", o
             started = time.perf_counter()
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
             row["train_loss"] = train_one_epoch(net, train_loader, loss_fn, optimizer, device, amp_dtype, scaler,
-                                                use_channels_last, grad_clip, bar)
+                                                use_channels_last, grad_clip, bar, meter=train_meter)
             if val_loader is not None:
                 val_loss, y_prob, y_true = _run_inference(net, val_loader, device, amp_dtype, use_channels_last,
-                                                          loss_fn, keep_outputs=bool(metrics))
+                                                          loss_fn, keep_outputs=bool(metrics), meter=val_meter)
                 row["val_loss"] = val_loss
                 if metrics:
                     row.update(_compute_metrics(metrics, y_true, y_prob, prefix="val_"))
@@ -719,6 +769,7 @@ def fit(model: nn.Module, train_loader, val_loader=None, loss="cross_entropy", o
                 raise ParameterError(f"monitor {monitor!r} is not computed; available: {sorted(row)}")
             history.append(row)
             history.epoch_seconds.append(time.perf_counter() - started)
+            counted_s += history.epoch_seconds[-1]
 
             value = row[monitor]
             improved = history.is_improvement(value) and (
@@ -751,6 +802,9 @@ def fit(model: nn.Module, train_loader, val_loader=None, loss="cross_entropy", o
     finally:
         if bar is not None:
             bar.close()
+        train_meter.commit(seconds=counted_s)
+        if val_loader is not None:
+            val_meter.commit(seconds=0.0)  # its time is inside the epochs' counted above
     if restore_best and best_state is not None:
         _unwrap(model).load_state_dict(best_state)
     return history
