@@ -22,13 +22,15 @@ and functions here on ``device``. The pieces:
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ...errors import ParameterError
 
-__all__ = ["phantom_device", "Canvas", "Pose", "shift", "ramp_", "PixelNoise", "ramp", "blur", "resize", "smooth_field",
+__all__ = ["phantom_device", "Canvas", "Pose", "shift", "ramp_", "PixelNoise", "ramp", "blur", "resize", "upsample", "smooth_field",
            "apply_domain", "field_cells", "render_chunks", "chunk_images", "col", "to_numpy", "lerp_"]
 
 
@@ -245,6 +247,31 @@ def resize(x: torch.Tensor, size, mode: str = "bilinear") -> torch.Tensor:
     return out[:, 0]
 
 
+def upsample(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Bilinear upsampling of ``(N, h, h)`` to ``(N, size, size)`` as :func:`resize` (``size >= h``), by two
+    matrix products: several times faster than ``F.interpolate`` on a CPU, equal up to float rounding."""
+    h = x.shape[-1]
+    if h == size:
+        return x
+    if h > size:
+        return resize(x, size)
+    R = _upsample_matrix(h, size, x.device)
+    return torch.matmul(torch.matmul(R, x), R.T)
+
+
+@functools.lru_cache(maxsize=32)
+def _upsample_matrix(n_in: int, n_out: int, device) -> torch.Tensor:
+    """``(n_out, n_in)`` weights of 1-D linear interpolation, ``align_corners=False``, edges clamped."""
+    src = ((torch.arange(n_out, dtype=torch.float64) + 0.5) * (n_in / n_out) - 0.5).clamp_min(0.0)
+    i0 = src.floor().long().clamp_max(n_in - 1)
+    i1 = (i0 + 1).clamp_max(n_in - 1)
+    w1 = src - i0
+    R = torch.zeros(n_out, n_in, dtype=torch.float64)
+    R.index_put_((torch.arange(n_out), i0), 1.0 - w1, accumulate=True)
+    R.index_put_((torch.arange(n_out), i1), w1, accumulate=True)
+    return R.to(device=device, dtype=torch.float32)
+
+
 def _gaussian_kernels(sigmas: torch.Tensor, radius: int) -> torch.Tensor:
     """``(N, 2 radius + 1)`` normalised Gaussian kernels (a zero sigma gives the identity)."""
     t = torch.arange(-radius, radius + 1, dtype=torch.float64, device=sigmas.device)
@@ -297,7 +324,7 @@ def smooth_field(low: torch.Tensor, size: int) -> torch.Tensor:
     about ``size / cells`` pixels across.
     """
     cells = low.shape[-1] - 2
-    up = resize(low, size * (cells + 2) // cells, mode="bilinear")
+    up = upsample(low, size * (cells + 2) // cells)
     m = (up.shape[-1] - size) // 2
     f = up[:, m:m + size, m:m + size]
     f = f - f.mean(dim=(1, 2), keepdim=True)

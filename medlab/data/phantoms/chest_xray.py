@@ -6,7 +6,10 @@ patient's right. Anatomy: thorax silhouette, two lungs with vascular
 markings, heart, mediastinum and spine, trachea, hemidiaphragms, clavicles
 and posterior ribs. Patient size, position, rotation and exposure vary.
 
-Variation knobs (all 0 by default, which renders exactly the images of earlier
+The pixels are rendered in batches with torch, on the CPU or a GPU (``device``);
+on the CPU they are the images of the earlier NumPy renderer up to float rounding.
+
+Variation knobs (all 0 by default, which renders the images of earlier
 versions for the same seed; their randomness comes from a second generator
 derived from the seed, so turning one on changes nothing else), after SynthSeg's
 generator (Billot et al. 2023): ``pose`` (extra shift, rotation and scale of the
@@ -30,10 +33,12 @@ Classes (their radiographic signs, as in the literature the lessons cite):
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ...errors import ParameterError
-from ._common import (PhantomBatch, apply_domain, balanced_labels, blur, check_common, check_range, chunk_size,
-                      col, domain_args, ellipse_r2, grid, ramp, render_in_chunks, resize, smooth_field)
+from ._common import PhantomBatch, balanced_labels, check_common, check_range, domain_args
+from ._torch import (Canvas, PixelNoise, Pose, apply_domain, blur, chunk_images, col, field_cells, lerp_,
+                     phantom_device, ramp_, render_chunks, shift, smooth_field, to_numpy, upsample)
 
 __all__ = ["chest_xray", "CXR_CLASSES"]
 
@@ -61,7 +66,8 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
                marker: bool = False, marker_correlation: float = 0.0,
                domain="A", intensity_scale=None, intensity_offset=None, blur=None,
                noise_texture=None, resolution=None, pose: float = 0.0, deformation: float = 0.0,
-               intensity_mixture: float = 0.0, bias: float = 0.0, blur_jitter: float = 0.0) -> PhantomBatch:
+               intensity_mixture: float = 0.0, bias: float = 0.0, blur_jitter: float = 0.0,
+               device=None, as_tensors: bool = False) -> PhantomBatch:
     """Generate ``n`` frontal chest X-ray phantoms with lung and lesion masks.
 
     Args:
@@ -98,6 +104,12 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
             log-gain has about this standard deviation across the image).
         blur_jitter: variation: each image is blurred with a Gaussian of sigma drawn
             uniformly in ``[0, blur_jitter]`` pixels (0 to 4).
+        device: where the pixels are rendered: ``None`` or ``"cpu"`` (default), ``"cuda"``, ``"auto"`` (the
+            GPU when there is one). The per-image parameters and labels are the same on every device; the
+            pixel noise on a GPU comes from a generator on the GPU, so a GPU renders other (equally likely)
+            noise than the CPU. Same seed and device, same images.
+        as_tensors: return ``images``, ``masks`` and ``labels`` as torch tensors on ``device`` instead of
+            NumPy arrays (for drawing training data on the device; ``attrs`` stay NumPy).
 
     Returns:
         :class:`PhantomBatch` with ``images`` ``(n, 1, size, size)`` in [0, 1];
@@ -176,17 +188,23 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
         marker_side = np.full(n, -1, dtype=np.int64)
     variation = _draw_variation(p, seed, n, pose, deformation, intensity_mixture, bias, blur_jitter)
 
-    images = np.empty((n, 1, size, size), np.float32)
-    lung = np.empty((n, size, size), np.int64)
-    lesion = np.empty((n, size, size), np.int64)
-    contrast = np.zeros(n, np.float32)
-    render_in_chunks(p, n, chunk_size(size),
-                     lambda sub, s, e: _render(sub, disease[s:e], marker_side[s:e], size, rng,
-                                               lesion_contrast, lesion_size, noise, dom),
-                     (images[:, 0], lung, lesion, contrast))
-
-    lung_px = np.maximum((lung > 0).sum(axis=(1, 2)), 1)
-    lesion_px = lesion.sum(axis=(1, 2))
+    dev = phantom_device(device)
+    canvas, noise_source = Canvas(size, dev), PixelNoise(rng, seed, dev)
+    with torch.no_grad():
+        chunks = render_chunks(
+            n, chunk_images(size, dev), dev,
+            lambda s, e: _draw_pixels(noise_source, disease[s:e], size),
+            lambda s, e, draws: _render({k: v[s:e] for k, v in p.items()}, disease[s:e], marker_side[s:e], size,
+                                        draws, canvas, lesion_contrast, lesion_size, noise, dom))
+        if chunks:
+            images, lung, lesion, contrast, lung_px, lesion_px = (torch.cat(part) for part in zip(*chunks))
+        else:
+            images = torch.zeros((0, size, size), device=dev)
+            lung = lesion = torch.zeros((0, size, size), dtype=torch.uint8, device=dev)
+            contrast = lung_px = lesion_px = torch.zeros(0, device=dev)
+        lung_px = np.maximum(to_numpy(lung_px).astype(np.int64), 1)  # pixels per mask (float sums: exact)
+        lesion_px = to_numpy(lesion_px).astype(np.int64)
+        contrast = to_numpy(contrast)
     side = np.zeros(n, np.int64)
     side[disease == 1] = p["pn_side"][disease == 1] + 1
     side[disease == 2] = 3
@@ -206,6 +224,11 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
         "domain": np.full(n, dom.id, np.int64),
         **variation,
     }
+    images, lung, lesion = images[:, None], lung.to(torch.int64), lesion.to(torch.int64)
+    if as_tensors:
+        labels = torch.as_tensor(labels, device=dev)
+    else:
+        images, lung, lesion = to_numpy(images), to_numpy(lung), to_numpy(lesion)
     params = dict(n=n, size=size, seed=seed, classes=names, lesion_contrast=lesion_contrast,
                   lesion_size=lesion_size, count=count, noise=noise, exposure=exposure,
                   rotation=rotation, marker=marker, marker_correlation=marker_correlation,
@@ -218,164 +241,267 @@ def chest_xray(n: int, size: int = 64, seed: int = 0, *, classes=None,
         default_mask="lesion", kind="chest_xray", units="a.u.", params=params)
 
 
-def _render(p, disease, marker_side, size, rng, lesion_contrast, lesion_size, noise, dom):
+def _draw_pixels(noise, disease, size) -> dict:
+    """The random numbers of one chunk's pixels, in the order the renderer has always drawn them."""
+    m, k_pn, k_cv = len(disease), int((disease == 1).sum()), int((disease == 2).sum())
+    return {"texture": field_cells(noise, m, max(8, size // 6)),
+            "pn_patch": field_cells(noise, k_pn, 4) if k_pn else None,
+            "pn_grain": field_cells(noise, k_pn, 10) if k_pn else None,
+            "cv_patch": field_cells(noise, k_cv, max(6, size // 8)) if k_cv else None,
+            "z": noise.standard_normal((m, size, size))}
+
+
+def _render(p, disease, marker_side, size, draws, canvas, lesion_contrast, lesion_size, sigma_noise, dom):
+    """Render one chunk on ``canvas.device``: tensors ``(images, lung mask, lesion mask, contrast, lung pixels,
+    lesion pixels)``; ``draws`` from :func:`_draw_pixels`."""
+    dev = canvas.device
     m = len(disease)
-    y0, x0 = grid(size)
-    # patient coordinates: rotate, shift and scale the image grid
-    a, sc = col(p["angle"]), col(p["scale"])
-    ca, sa = np.cos(a) / sc, np.sin(a) / sc
-    x = ca * x0 - sa * y0 - col(p["tx"]) / sc
-    y = sa * x0 + ca * y0 - col(p["ty"]) / sc
-    if "warp" in p:  # smooth elastic displacement, defined on the image grid
-        x, y = x + _waves(p["warp"][:, 0], y0, x0), y + _waves(p["warp"][:, 1], y0, x0)
-    ax = np.abs(x)
+    # patient coordinates: the image grid rotated, shifted and scaled (and warped, with ``deformation``)
+    pose = Pose.rotation(p["angle"], p["scale"], p["tx"], p["ty"])
+    geo, at = _geometry(canvas, pose, p.get("warp"))
+    ax = geo.quadric(at.line(a=1.0)).abs_()  # |x|: the formulas in y and x² are quadrics, those in |x| are not
+    X2 = _square(at.line(a=1.0))  # coefficients of x², which is |x|²
     edge = 2.0 / size  # soft edges about one pixel wide
+    tmp, tmp2 = torch.empty_like(ax), torch.empty_like(ax)  # scratch (fresh tensors cost page faults on a CPU)
 
     # thorax: sloping shoulders up to the neck, straight flanks
-    half_width = 0.24 + 0.66 * np.sqrt(np.clip((y + 1.1) * 2.0, 0.0, 1.0))
-    body = ramp(ax - half_width, 0.02)
+    half_width = geo.quadric(at.line(b=2.0, c=2.2)).clamp_(0.0, 1.0).sqrt_().mul_(0.66).add_(0.24)
+    body = ramp_(torch.sub(ax, half_width, out=half_width), 0.02)
 
     # lungs: tall ellipses tilted so that the apex is medial, cut by the domes
-    ry, rx = col(p["lung_ry"]), col(p["lung_rx"])
-    dome = col(p["dome"])
+    ry, rx = p["lung_ry"], p["lung_rx"]
     lungs = []
     for sign, dome_shift in ((-1.0, -0.04), (1.0, 0.0)):  # image left = patient's right
         cx = sign * 0.37
-        r2 = ellipse_r2(y, x, -0.08, cx, ry, rx, angle=sign * 0.1)
-        dome_y = dome + (dome_shift - 0.1) + 0.9 * (x - cx * 0.9) ** 2
-        inside = ramp(r2 - 1.0, 2.0 * edge / 0.3)
-        inside *= ramp(y - dome_y, edge)
-        inside *= ramp(0.07 - sign * x, edge)
+        inside = geo.ramp(shift(at.ellipse(-0.08, cx, ry, rx, angle=sign * 0.1), 1.0), 2.0 * edge / 0.3)
+        # below the dome: y - (dome + shift - 0.1 + 0.9 (x - 0.9 cx)²) < 0
+        q_dome = at.line(b=1.0, c=-(p["dome"] + (dome_shift - 0.1))) - 0.9 * _square(at.line(a=1.0, c=-cx * 0.9))
+        inside.mul_(geo.ramp(q_dome, edge, out=tmp)).mul_(geo.ramp(at.line(a=-sign, c=0.07), edge, out=tmp))
         lungs.append(inside)
-    heart = ramp(ellipse_r2(y, x, 0.32, 0.1, col(p["heart_ry"]), col(p["heart_rx"]), 0.35) - 1.0, 0.06)
-    not_heart = 1.0 - heart
+    not_heart = geo.ramp(shift(at.ellipse(0.32, 0.1, p["heart_ry"], p["heart_rx"], 0.35), 1.0), 0.06, out=tmp) \
+        .neg_().add_(1.0)
     for lg in lungs:
-        lg *= not_heart
-    lung_any = np.maximum(lungs[0], lungs[1])
+        lg.mul_(not_heart)
+    lung_any = torch.maximum(lungs[0], lungs[1])
 
     # soft tissue: brighter in the middle (thicker), bright mediastinum and spine
     mix = p.get("tissues")  # per-image multipliers (lung, soft tissue, bone, vessels), or None
-    tissue = (lambda k: col(mix[:, k])) if mix is not None else (lambda k: 1.0)
-    img = col(p["tissue_level"]) * (1.0 - 0.25 * ax * ax)
-    if mix is not None:
-        img *= tissue(1)
-    img += 0.12 * tissue(2) * ramp(ax - 0.07, 0.02)  # spine
-    img -= 0.18 * ramp(ax - 0.03, 0.015) * ramp(y + 0.35, 0.04)  # trachea
-    img = 0.04 + body * (img - 0.04)
-    # clavicles
-    for sign in (-1.0, 1.0):
-        d = (y - (-0.718 + 0.18 * sign * x)) * (1.0 / 0.035)
-        img += 0.10 * tissue(2) * np.exp(-d * d) * ramp(0.1 - sign * x, 0.03) * ramp(ax - 0.65, 0.05)
+    tissue = (lambda k: mix[:, k]) if mix is not None else (lambda k: 1.0)  # noqa: E731
+    weight = lambda c, k: col(c * mix[:, k], dev) if mix is not None else c  # noqa: E731  (c · tissue k)
+    img = geo.quadric((_unit(m) - 0.25 * X2) * _as_col(p["tissue_level"] * tissue(1)))
+    img.add_(_ramp_abs(ax, 0.07, 0.02, tmp).mul_(weight(0.12, 2)))  # spine
+    trachea = _ramp_abs(ax, 0.03, 0.015, tmp).mul_(geo.ramp(at.line(b=1.0, c=0.35), 0.04, out=tmp2))
+    img.sub_(trachea, alpha=0.18)
+    img.sub_(0.04).mul_(body).add_(0.04)
+    # clavicles: exp(-d²), d the distance from y = -0.718 + 0.18 |x| in units of 0.035, lateral to |x| = 0.1
+    # (the two sides' ramps in x do not overlap, so one |x| formula draws both)
+    d = geo.quadric(at.line(b=1.0 / 0.035, c=0.718 / 0.035), out=tmp).add_(ax, alpha=-0.18 / 0.035)
+    clav = _exp_neg_(d.square_()).mul_(_ramp_abs(ax, 0.1, -0.03, tmp2)).mul_(_ramp_abs(ax, 0.65, 0.05, body))
+    img.add_(clav.mul_(weight(0.10, 2)))
 
     # vascular markings: fine texture, denser towards the hila
-    texture = smooth_field(rng, m, size, cells=max(8, size // 6))
-    hilum = np.exp(-((ax - 0.22) * 4.0) ** 2 - (y * 2.0) ** 2)
-    lung_tissue = col(p["lung_level"]) * tissue(0) + 0.025 * tissue(3) * texture + 0.06 * tissue(3) * hilum
-    img += lung_any * (lung_tissue - img)
+    texture = smooth_field(draws["texture"], size)
+    # hilum = exp(-((|x| - 0.22) 4)² - (2 y)²) = exp(-16 x² - 4 y² - 0.7744 + 7.04 |x|)
+    hilum = geo.quadric(-16.0 * X2 - 4.0 * _square(at.line(b=1.0)) - 0.7744 * _unit(m), out=tmp) \
+        .add_(ax, alpha=7.04).exp_()
+    lung_tissue = texture.mul_(weight(0.025, 3)).add_(hilum.mul_(weight(0.06, 3))) \
+        .add_(col(p["lung_level"] * tissue(0), dev))
+    lerp_(img, lung_any, lung_tissue)
 
     # posterior ribs (nine, evenly spaced, curving down laterally), over lungs and chest wall
-    cage = ramp(ellipse_r2(y, x, -0.05, 0.0, 0.78, 0.82) - 1.0, 0.1)
-    u = (y - (0.55 * (ax - 0.08) ** 2 - 0.1 * ax) - col(p["rib_phase"]) + 0.78) * (1.0 / 0.13) + 0.5
-    frac = (u - np.floor(u) - 0.5) * (0.13 / 0.035)
-    ribs = np.exp(-frac * frac) * ((u > 0) & (u < 9) & (ax > 0.06))
-    img += col(p["rib_level"]) * tissue(2) * ribs * cage
+    # u = (y - 0.55 (|x| - 0.08)² + 0.1 |x| - rib_phase + 0.78) / 0.13 + 0.5: a quadric plus 0.188 |x| / 0.13
+    q_u = (at.line(b=1.0, c=0.78 - 0.55 * 0.0064 - p["rib_phase"]) - 0.55 * X2) * (1.0 / 0.13)
+    q_u[:, 5] += 0.5
+    u = geo.quadric(q_u, out=body).add_(ax, alpha=(0.55 * 0.16 + 0.1) / 0.13)  # (body: free scratch by now)
+    ribs = torch.gt(u, 0.0, out=tmp).mul_(torch.lt(u, 9.0, out=tmp2)).mul_(torch.gt(ax, 0.06, out=tmp2))  # 0/1
+    frac = u.sub_(torch.floor(u, out=tmp2)).sub_(0.5).mul_(0.13 / 0.035)
+    ribs.mul_(_exp_neg_(frac.square_()))
+    ribs.mul_(geo.ramp(shift(at.ellipse(-0.05, 0.0, 0.78, 0.82), 1.0), 0.1, out=tmp2))  # inside the cage
+    img.add_(ribs.mul_(col(p["rib_level"] * tissue(2), dev)))
 
     # pathology: an opacity map in [0, 1], computed at half resolution (it is smooth)
     half = max(16, size // 2)
-    yh, xh = grid(half)
-    def patient(sel):
-        xs = ca[sel] * xh - sa[sel] * yh - col(p["tx"][sel]) / sc[sel]
-        ys = sa[sel] * xh + ca[sel] * yh - col(p["ty"][sel]) / sc[sel]
-        if "warp" in p:
-            xs, ys = xs + _waves(p["warp"][sel, 0], yh, xh), ys + _waves(p["warp"][sel, 1], yh, xh)
-        return xs, ys
-    opac = np.zeros_like(img)
-    pn = np.flatnonzero(disease == 1)
-    if len(pn):
-        xx, yy = patient(pn)
-        side = p["pn_side"][pn]
-        sign = col(np.where(side == 0, -1.0, 1.0))
-        # lobe: below (lower) or above (upper) an oblique fissure
-        fissure = -0.05 + 0.35 * (xx - sign * 0.37) * sign
-        lower = col(p["pn_lobe"][pn] == 0)
-        lobe = ramp((fissure - yy) * (2.0 * lower - 1.0), 0.03)
-        cy = np.where(p["pn_lobe"][pn] == 0, 0.2, -0.35) + 0.2 * p["pn_cy"][pn]
-        ccx = np.where(side == 0, -0.37, 0.37) + 0.2 * p["pn_cx"][pn]
-        r = p["pn_r"][pn] * 0.42 * lesion_size
-        blob_r2 = ellipse_r2(yy, xx, col(cy), col(ccx), col(r * 1.1), col(r * 0.8))
-        patch = smooth_field(rng, len(pn), half, cells=4)
-        blob = ramp(blob_r2 - 1.0 + 0.25 * patch, 0.7)
-        op = blob * lobe * (0.85 + 0.15 * smooth_field(rng, len(pn), half, cells=10))
-        op = resize(op * col(p["pn_strength"][pn] * 0.40), size)
-        lung_sel = np.where(col(side == 0), lungs[0][pn], lungs[1][pn])
-        opac[pn] = op * lung_sel
-    cv = np.flatnonzero(disease == 2)
-    if len(cv):
-        k_cv = len(cv)
-        xx, yy = patient(cv)
-        patch = smooth_field(rng, k_cv, half, cells=max(6, size // 8))
-        ry_cv, rx_cv = ry[cv], rx[cv]
-        ops = []
-        for li, sign in enumerate((-1.0, 1.0)):
-            acc = np.zeros((k_cv, half, half), np.float32)
-            for j in range(7):
-                on = col(p["cv_count"][cv] > j)
-                t = col(p["cv_t"][cv, li, j])
-                cy = -0.08 + t * ry_cv * 0.9
-                # peripheral: near the lateral border at that height
-                lateral = np.sqrt(np.clip(1.0 - ((cy + 0.08) / ry_cv) ** 2, 0.05, 1.0))
-                cx = sign * (0.37 + 0.7 * rx_cv * lateral)
-                inv = on / (col(p["cv_r"][cv, li, j]) * lesion_size * rx_cv * 1.6)
-                dy, dx = (yy - cy) * (inv / 1.3), (xx - cx) * inv
-                np.maximum(acc, np.exp(-(dy * dy + dx * dx)) * (on > 0), out=acc)
-            weight = 1.0 if li == 0 else col(p["cv_asym"][cv])
-            ops.append(resize(acc * (0.75 + 0.35 * patch) * weight, size))
-        op = np.clip(ops[0] * lungs[0][cv] + ops[1] * lungs[1][cv], 0.0, 1.0)
-        opac[cv] = op * col(p["cv_strength"][cv] * 0.34)
+    grid_half = Canvas(half, dev)
+    opac = torch.zeros_like(img)
+    pn_np = np.flatnonzero(disease == 1)
+    if len(pn_np):
+        pn = torch.as_tensor(pn_np, device=dev)
+        geo_h, at_h = _geometry(grid_half, pose[pn_np], p["warp"][pn_np] if "warp" in p else None)
+        side = p["pn_side"][pn_np]
+        sign = np.where(side == 0, -1.0, 1.0)
+        # lobe: below (lower) or above (upper) an oblique fissure: ramp((fissure - y) s), s = +1 lower, -1 upper
+        s = np.where(p["pn_lobe"][pn_np] == 0, 1.0, -1.0)
+        lobe = geo_h.ramp(at_h.line(a=0.35 * sign * s, b=-s, c=(-0.05 - 0.35 * 0.37) * s), 0.03)
+        cy = np.where(p["pn_lobe"][pn_np] == 0, 0.2, -0.35) + 0.2 * p["pn_cy"][pn_np]
+        ccx = np.where(side == 0, -0.37, 0.37) + 0.2 * p["pn_cx"][pn_np]
+        r = p["pn_r"][pn_np] * 0.42 * lesion_size
+        blob_r2 = geo_h.quadric(shift(at_h.ellipse(cy, ccx, r * 1.1, r * 0.8), 1.0))
+        blob = ramp_(blob_r2.add_(smooth_field(draws["pn_patch"], half), alpha=0.25), 0.7)
+        op = blob.mul_(lobe).mul_(smooth_field(draws["pn_grain"], half).mul_(0.15).add_(0.85))
+        op = upsample(op.mul_(col(p["pn_strength"][pn_np] * 0.40, dev)), size)
+        for k in (0, 1):  # inside the lung of its side
+            rows = np.flatnonzero(side == k)
+            if len(rows):
+                op[torch.as_tensor(rows, device=dev)] *= lungs[k][torch.as_tensor(pn_np[rows], device=dev)]
+        opac[pn] = op
+    cv_np = np.flatnonzero(disease == 2)
+    if len(cv_np):
+        k_cv = len(cv_np)
+        cv = torch.as_tensor(cv_np, device=dev)
+        geo_h, at_h = _geometry(grid_half, pose[cv_np], p["warp"][cv_np] if "warp" in p else None)
+        patch = smooth_field(draws["cv_patch"], half)
+        # every patch of both lungs at once: (k, 2 lungs, J patches) Gaussians, J the most patches drawn
+        J = int(p["cv_count"][cv_np].max())
+        ry_cv, rx_cv = p["lung_ry"][cv_np, None, None], p["lung_rx"][cv_np, None, None]
+        t = p["cv_t"][cv_np, :, :J]
+        cy = -0.08 + t * ry_cv * 0.9
+        # peripheral: near the lateral border at that height
+        lateral = np.sqrt(np.clip(1.0 - ((cy + 0.08) / ry_cv) ** 2, 0.05, 1.0))
+        cx = np.array([-1.0, 1.0])[None, :, None] * (0.37 + 0.7 * rx_cv * lateral)
+        rad = p["cv_r"][cv_np, :, :J] * lesion_size * rx_cv * 1.6  # exp(-((x-cx)/rad)² - ((y-cy)/(1.3 rad))²)
+        on = np.broadcast_to(p["cv_count"][cv_np, None, None] > np.arange(J)[None, None, :], t.shape)
+        q = at_h.repeat(2 * J).ellipse(cy.ravel(), cx.ravel(), (1.3 * rad).ravel(), rad.ravel())
+        q[:, 5] += np.where(on.ravel(), 0.0, 1e4)  # patches not drawn: exp(-1e4) = 0
+        acc = _exp_neg_(geo_h.quadric(q)).view(k_cv, 2, J, half, half).amax(2)
+        weak = torch.as_tensor(np.stack([np.ones(k_cv), p["cv_asym"][cv_np]], 1), dtype=torch.float32, device=dev)
+        acc.mul_(patch.mul_(0.35).add_(0.75)[:, None]).mul_(weak[:, :, None, None])  # the second lung is weaker
+        ops = upsample(acc.view(2 * k_cv, half, half), size).view(k_cv, 2, size, size)
+        op = ops[:, 0].mul_(lungs[0][cv]).add_(ops[:, 1].mul_(lungs[1][cv])).clamp_(0.0, 1.0)
+        opac[cv] = op.mul_(col(p["cv_strength"][cv_np] * 0.34, dev))
 
-    img += lesion_contrast * opac
-    rise = lesion_contrast * opac
+    # masks as 0/1 floats (cheaper than booleans on a CPU): opac > 0.3 peak, > 0.02 and in the lungs
+    lung_mask = torch.ge(lung_any, 0.5, out=lung_any)
+    peak = opac.amax(dim=(1, 2), keepdim=True).mul_(0.3).clamp_min_(0.02)
+    lesion_mask = _gt(opac, peak).mul_(lung_mask)
+
+    rise = opac.mul_(lesion_contrast)  # the finding's rise in intensity (opac is not needed any more)
+    img.add_(rise)
     if "bias" in p:  # smooth multiplicative bias field over the whole image (the finding included)
-        gain = np.exp(_waves(p["bias"], y0, x0))
-        img *= gain
-        rise = rise * gain
-    lung_mask = (lung_any >= 0.5).astype(np.int64)
-    peak = np.maximum(opac.max(axis=(1, 2), keepdims=True), 1e-6)
-    lesion_mask = ((opac > 0.3 * peak) & (opac > 0.02) & (lung_mask > 0)).astype(np.int64)
-    contrast = _mean_rise(img, rise, lesion_mask, p) * dom.intensity_scale
+        field = _waves(p["bias"], canvas).exp_()
+        img.mul_(field)
+        rise.mul_(field)
+    # exposure: gamma, gain and offset per image; the gamma first, for the finding's contrast too:
+    # the mean over the lesion mask of exposure(img) - exposure(img - rise) (the offset cancels)
+    gamma, gain = col(p["gamma"], dev), col(p["gain"], dev)
+    without = _gamma_(torch.sub(img, rise, out=rise), gamma)  # the image without the finding
+    img = _gamma_(img, gamma)
+    rise_in = without.neg_().add_(img).mul_(lesion_mask).sum(dim=(1, 2))
+    contrast = rise_in.div_(lesion_mask.sum(dim=(1, 2)).clamp_min_(1.0)).mul_(gain[:, 0, 0]).mul_(dom.intensity_scale)
 
-    # laterality marker: a bright square with a notch, in a top corner
+    # laterality marker: a bright square with a notch, in a top corner (0.95 before the exposure)
     has_marker = marker_side >= 0
     if has_marker.any():
-        mx = col(np.where(marker_side == 1, 0.78, -0.78))
-        sq = (np.abs(y0 + 0.82) < 0.07) & (np.abs(x0 - mx) < 0.07)
-        notch = (np.abs(y0 + 0.80) < 0.035) & (np.abs(x0 - mx - 0.02) < 0.035)
-        mk = sq & ~notch & has_marker[:, None, None]
-        img[mk] = 0.95
-
-    # exposure: gamma, gain and offset per image
-    np.clip(img, 1e-3, 1.5, out=img)
-    img = np.exp(np.log(img) * col(p["gamma"])) * col(p["gain"]) + col(p["offset"])
-    if "blur_sigma" in p:  # per-image loss of resolution
-        img = np.stack([blur(im[None], float(sg))[0] if sg > 0 else im for im, sg in zip(img, p["blur_sigma"])])
-    img = apply_domain(img, rng, dom, noise)
-    np.clip(img, 0.0, 1.0, out=img)
-    return img, lung_mask, lesion_mask, contrast
-
-
-def _expose(v, gamma, gain):
-    """The exposure step of :func:`_render` without its offset (it cancels in a difference)."""
-    return np.exp(np.log(np.clip(v, 1e-3, 1.5)) * gamma) * gain
+        mx = col(np.where(marker_side == 1, 0.78, -0.78), dev)
+        y0, x0 = canvas.y0, canvas.x0
+        sq = (((y0 + 0.82).abs() < 0.07) & ((x0 - mx).abs() < 0.07)).float()
+        notch = (((y0 + 0.80).abs() < 0.035) & ((x0 - mx - 0.02).abs() < 0.035)).float()
+        mark = sq.sub_(notch).clamp_(0.0, 1.0).mul_(col(has_marker, dev))
+        lerp_(img, mark, _gamma_(torch.full_like(gamma, 0.95), gamma))
+    img.mul_(gain).add_(col(p["offset"], dev))
+    if "blur_sigma" in p and p["blur_sigma"].max() > 0:  # per-image loss of resolution
+        img = blur(img, p["blur_sigma"])
+    img = apply_domain(img, draws["z"], dom, sigma_noise)
+    img.clamp_(0.0, 1.0)
+    return (img, lung_mask.to(torch.uint8), lesion_mask.to(torch.uint8), contrast,
+            lung_mask.sum(dim=(1, 2)), lesion_mask.sum(dim=(1, 2)))
 
 
-def _mean_rise(img, rise, lesion_mask, p):
-    """Per image: mean over the lesion mask of exposure(img) - exposure(img - rise) (no random draws)."""
-    rows, yy, xx = np.nonzero(lesion_mask)
-    with_ = img[rows, yy, xx]
-    gamma, gain = p["gamma"][rows], p["gain"][rows]
-    diff = _expose(with_, gamma, gain) - _expose(with_ - rise[rows, yy, xx], gamma, gain)
-    m = len(img)
-    return (np.bincount(rows, weights=diff, minlength=m) / np.maximum(np.bincount(rows, minlength=m), 1)).astype(np.float32)
+class _Posed(Pose):
+    """A :class:`Pose` that can repeat each image's map ``r`` times (``r`` shapes drawn per image at once)."""
+
+    def repeat(self, r: int) -> Pose:
+        """Each image's pose ``r`` times in a row (image-major, as :meth:`_Surface.quadric` reads rows)."""
+        return Pose(np.repeat(self.X, r, 0), np.repeat(self.Y, r, 0))
+
+
+class _Surface:
+    """Where a chunk is drawn: quadrics of the patient coordinates at every pixel, into new or given tensors.
+
+    ``basis`` is the :class:`Canvas` basis ``(6, size²)`` (the pose is affine: coefficients from the pose) or,
+    with the elastic warp, each image's own ``x², x·y, y², x, y, 1`` of its warped patient coordinates,
+    ``(N, 6, size²)``: those are not affine in the pixel grid, a quadric is then a batched matrix product and
+    its coefficients are those of the identity pose (see :func:`_geometry`).
+    """
+
+    def __init__(self, grid: Canvas, basis: torch.Tensor):
+        self.size, self.device, self.basis = grid.size, grid.device, basis
+
+    def quadric(self, coefs: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N · R, 6)`` coefficients (``R`` rows per image, image-major) -> ``(N · R, size, size)`` float32."""
+        c = torch.from_numpy(np.ascontiguousarray(coefs, np.float32)).to(self.device, non_blocking=True)
+        if self.basis.ndim == 2:
+            res = torch.mm(c, self.basis, out=None if out is None else out.view(len(c), -1))
+        else:
+            c = c.view(len(self.basis), -1, 6)
+            res = torch.bmm(c, self.basis, out=None if out is None else out.view(len(self.basis), -1,
+                                                                                  self.basis.shape[-1]))
+        return res.view(-1, self.size, self.size)
+
+    def ramp(self, coefs: np.ndarray, width: float, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``ramp(q, width)`` of the quadric with ``coefs`` (the ramp's affine step folded into the product)."""
+        c = coefs * (-1.0 / width)
+        c[:, 5] += 0.5
+        return self.quadric(c, out).clamp_(0.0, 1.0)
+
+
+def _geometry(grid: Canvas, pose: Pose, warp) -> tuple[_Surface, "_Posed"]:
+    """The surface and pose to draw with: the grid's basis and ``pose`` (affine), or warped coordinates and the
+    identity pose."""
+    if warp is None:
+        return _Surface(grid, grid.basis), _Posed(pose.X, pose.Y)
+    n = len(pose.X)
+    basis = torch.empty((n, 6, grid.size ** 2), device=grid.device)  # x², x·y, y², x, y, 1 per image
+    x, y = basis[:, 3].view(n, grid.size, grid.size), basis[:, 4].view(n, grid.size, grid.size)
+    torch.mm(torch.from_numpy(pose.X.astype(np.float32)).to(grid.device), grid.basis[3:], out=basis[:, 3])
+    torch.mm(torch.from_numpy(pose.Y.astype(np.float32)).to(grid.device), grid.basis[3:], out=basis[:, 4])
+    x.add_(_waves(warp[:, 0], grid))
+    y.add_(_waves(warp[:, 1], grid))
+    torch.mul(basis[:, 3], basis[:, 3], out=basis[:, 0])
+    torch.mul(basis[:, 3], basis[:, 4], out=basis[:, 1])
+    torch.mul(basis[:, 4], basis[:, 4], out=basis[:, 2])
+    basis[:, 5].fill_(1.0)
+    X, Y = np.zeros_like(pose.X), np.zeros_like(pose.Y)
+    X[:, 0], Y[:, 1] = 1.0, 1.0
+    return _Surface(grid, basis), _Posed(X, Y)
+
+
+def _ramp_abs(ax: torch.Tensor, c: float, width: float, out: torch.Tensor) -> torch.Tensor:
+    """``ramp(|x| - c, width)`` into ``out`` (a negative ``width`` gives ``ramp(c - |x|, -width)``)."""
+    return torch.mul(ax, -1.0 / width, out=out).add_(0.5 + c / width).clamp_(0.0, 1.0)
+
+
+def _square(q: np.ndarray) -> np.ndarray:
+    """Coefficients of ``l²`` for a linear ``l`` (coefficients from :meth:`Pose.line`)."""
+    a, b, c = q[:, 3], q[:, 4], q[:, 5]
+    return np.stack([a * a, 2 * a * b, b * b, 2 * a * c, 2 * b * c, c * c], 1)
+
+
+def _unit(m: int) -> np.ndarray:
+    """Coefficients of the constant 1 for ``m`` images."""
+    out = np.zeros((m, 6))
+    out[:, 5] = 1.0
+    return out
+
+
+def _as_col(v) -> np.ndarray:
+    """Per-image values as a float64 ``(N, 1)`` column (a scalar stays a scalar)."""
+    v = np.asarray(v, np.float64)
+    return v.reshape(-1, 1) if v.ndim else float(v)
+
+
+def _gamma_(v: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """The exposure's gamma in place: ``clip(v, 1e-3, 1.5) ** gamma`` (as ``exp(log(v) gamma)``)."""
+    return v.clamp_(1e-3, 1.5).log_().mul_(gamma).exp_()
+
+
+def _gt(a: torch.Tensor, b) -> torch.Tensor:
+    """``a > b`` as a float 0/1 tensor (a new tensor shaped like ``a``)."""
+    return torch.gt(a, b, out=torch.empty_like(a))
+
+
+def _exp_neg_(q: torch.Tensor) -> torch.Tensor:
+    """``exp(-q)`` in place, ``q`` clipped at 80 (below ``e^-80`` torch's CPU exp takes a slow path; 1.8e-35 is 0)."""
+    return q.clamp_max_(80.0).neg_().exp_()
 
 
 #: Mixture of tissue-intensity components (multipliers of lung, soft tissue, bone, vessels) and their weights:
@@ -436,10 +562,17 @@ def _draw_waves(rng, shape, amplitude, frequency) -> np.ndarray:
     return np.stack([amp, freq * np.sin(theta), freq * np.cos(theta), phase], axis=-1)
 
 
-def _waves(params, y, x) -> np.ndarray:
-    """Evaluate the fields of :func:`_draw_waves` (``(N, 4, 4)``) on a grid: ``(N, H, W)`` float32."""
-    out = 0.0
-    for k in range(params.shape[1]):
-        a, fy, fx, ph = (col(params[:, k, j]) for j in range(4))
-        out = out + a * np.sin(fy * y + fx * x + ph)
-    return np.asarray(out, dtype=np.float32)
+def _waves(params, grid: Canvas) -> torch.Tensor:
+    """Evaluate the fields of :func:`_draw_waves` (``(N, 4, 4)``) on the pixel grid: ``(N, size, size)`` float32.
+
+    ``sum_k a_k sin(fy_k y + fx_k x + phase_k)``, with ``sin(u + v) = sin u cos v + cos u sin v`` split into
+    a row part and a column part: one batched matrix product of rank 8, the sines and cosines on the axes only.
+    """
+    w = np.asarray(params, np.float64)
+    c = (np.arange(grid.size) + 0.5) / grid.size * 2.0 - 1.0  # pixel centres, as the grid's
+    a, fy, fx, ph = (w[:, :, j, None] for j in range(4))  # (N, 4, 1)
+    row, column = fy * c, fx * c + ph  # (N, 4, size)
+    rows = np.concatenate([a * np.cos(row), a * np.sin(row)], 1).transpose(0, 2, 1)  # (N, H, 8)
+    columns = np.concatenate([np.sin(column), np.cos(column)], 1)  # (N, 8, W)
+    as_tensor = lambda v: torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(grid.device)  # noqa: E731
+    return torch.bmm(as_tensor(rows), as_tensor(columns))

@@ -152,9 +152,9 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
             images, contrast = torch.zeros((0, size, size), device=dev), torch.zeros(0, device=dev)
             lung = torch.zeros((0, size, size), dtype=torch.bool, device=dev)
             lesion = torch.zeros((0, size, size), dtype=torch.uint8, device=dev)
-        lung_px = to_numpy(lung.sum(dim=(1, 2))).astype(np.int64)
-        lesion_px = to_numpy((lesion > 0).sum(dim=(1, 2))).astype(np.int64)
-        cons_px = to_numpy((lesion == 2).sum(dim=(1, 2))).astype(np.int64)
+        lung_px = to_numpy(torch.count_nonzero(lung, dim=(1, 2)))
+        lesion_px = to_numpy(torch.count_nonzero(lesion, dim=(1, 2)))
+        cons_px = to_numpy(torch.count_nonzero(lesion == 2, dim=(1, 2)))
         contrast = to_numpy(contrast)
 
     involvement = (lesion_px / np.maximum(lung_px, 1)).astype(np.float32)
