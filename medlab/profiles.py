@@ -231,6 +231,12 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
         "gpu": {"n_train": 4000, "n_val": 500, "n_test": 1000, "epochs": 30, "batch_size": 64, "base_channels": 32,
                 "depth": 4, "lr": 1e-3},
     },
+    # 08: stream_images: phantoms drawn in the timed epoch of PhantomStream (section 6)
+    "08_benchmark": {
+        "smoke": {"stream_images": 256},
+        "cpu": {"stream_images": 2048},
+        "gpu": {"stream_images": 65536},
+    },
     # 05: lr: AdamW learning rate of both frame models; clip_frames: frames per phantom clip; cam_examples:
     # test frames shown with Grad-CAM; pocus_frames: frames sampled from each real video (DATA="pocus")
     "05_lung_ultrasound_severity": {
