@@ -20,6 +20,16 @@ Scores (Soldati et al. 2020; Roy et al., IEEE TMI 2020):
 
 Nuisances: chest-wall speckle and fascia, rib shadows, depth attenuation,
 gain, probe type, pleural depth.
+
+Variation knobs (all 0 by default, which renders exactly the images of earlier
+versions for the same seed; their randomness comes from a second generator
+derived from the seed, so turning one on changes nothing else), as for the chest
+X-ray phantom: ``pose`` (where the probe sits: depth and tilt of the pleural line,
+wider rib shadows), ``intensity_mixture`` (per-image gain, echo levels and dynamic
+range drawn from a mixture of machine presets), ``bias`` (depth-dependent
+attenuation and a smooth time-gain-compensation field), ``blur_jitter`` (a per-image
+loss of resolution) and ``fade`` (the findings of abnormal frames shrink and fade,
+some down to invisible, so that no reader can grade every frame right).
 """
 from __future__ import annotations
 
@@ -40,13 +50,15 @@ _MAX_B = 8
 def lung_ultrasound(n: int, size: int = 64, seed: int = 0, *, probe: str = "convex",
                     lesion_contrast: float = 1.0, lesion_size: float = 1.0, count: float = 1.0,
                     noise: float = 0.04, speckle: float = 0.8, domain="A", intensity_scale=None,
-                    intensity_offset=None, blur=None, noise_texture=None, resolution=None) -> PhantomBatch:
+                    intensity_offset=None, blur=None, noise_texture=None, resolution=None, pose: float = 0.0,
+                    intensity_mixture: float = 0.0, bias: float = 0.0, blur_jitter: float = 0.0,
+                    fade: float = 0.0) -> PhantomBatch:
     """Generate ``n`` lung ultrasound frames with ICLUS scores 0-3 and finding masks.
 
     Args:
         n: number of frames; the four scores are balanced.
         size: side of the square images in pixels.
-        seed: seed of the only random generator used.
+        seed: seed of the random generators (same seed, same images).
         probe: ``convex`` (fan), ``linear`` (rectangle) or ``mixed`` (half each, at random).
         lesion_contrast: difficulty: brightness of the pleura, A-lines, B-lines and the darkness of
             consolidations relative to the background (1 default).
@@ -56,6 +68,23 @@ def lung_ultrasound(n: int, size: int = 64, seed: int = 0, *, probe: str = "conv
         speckle: speckle strength, 0 (none) to 1 (fully developed).
         domain, intensity_scale, intensity_offset, blur, noise_texture, resolution:
             scanner knobs (see :class:`Domain`).
+        pose: variation: where the probe sits (0 to 3): at 1, the pleural line lies up to 0.08 of the
+            imaging depth deeper or shallower and tilts up to 0.06 more, and a rib shadow can reach up to
+            0.35 of the half-width further in (it hides what lies under it).
+        intensity_mixture: variation: spread of the per-image echo levels (0 to 2): each image draws a
+            machine preset from a mixture (standard, low gain, high gain with a bright chest wall, low
+            dynamic range) that scales the gain, the chest-wall echo, the lung's floor and the log
+            compression, plus a per-level jitter; 1 is the full spread.
+        bias: variation: strength of the depth-dependent shading (0 to 1): extra attenuation (up to
+            1.5 ``bias`` more) and a smooth gain field, mostly along depth (a time-gain-compensation
+            curve), whose log-gain has about ``bias`` standard deviation.
+        blur_jitter: variation: each image is blurred with a Gaussian of lateral sigma drawn uniformly
+            in ``[0, blur_jitter]`` pixels, and 0.6 of that axially (0 to 4).
+        fade: variation: how far the findings of abnormal frames run down (0 to 1): each abnormal
+            frame (clip) draws a strength ``s = 1 - fade * u`` (``u`` uniform in [0, 1]) that scales the
+            contrast of its B-lines, white lung and consolidation and shrinks their size (by
+            ``0.5 + 0.5 s``), and pulls its A-lines towards a normal frame's; at 1, some findings are
+            invisible and the best possible accuracy is below 1. The label stays the frame's grade.
 
     Returns:
         :class:`PhantomBatch`, ``images`` ``(n, 1, size, size)`` in [0, 1]; masks
@@ -64,10 +93,17 @@ def lung_ultrasound(n: int, size: int = 64, seed: int = 0, *, probe: str = "conv
         ``sector`` (0/1, the field of view); attrs ``score``, ``severity``
         (= score), ``n_b_lines``, ``lesion_area`` (B-lines plus consolidation,
         fraction of the image), ``consolidation_area``, ``pleural_depth``
-        (fraction of the imaging depth), ``probe`` (0 convex, 1 linear), ``domain``.
+        (fraction of the imaging depth), ``probe`` (0 convex, 1 linear), ``domain``; with any variation
+        knob: ``finding_strength`` (``s`` above: 1 for normal frames and without ``fade``),
+        ``finding_contrast`` (the B-lines' and consolidation's contrast relative to the generator's
+        default: ``s`` times ``lesion_contrast``; 0 for normal frames), ``finding_size`` (their size
+        relative to the default; 0 for normal frames); with ``intensity_mixture``: ``preset`` (0
+        standard, 1 low gain, 2 high gain, 3 low dynamic range), ``gain``; with ``blur_jitter``:
+        ``blur_sigma`` (pixels).
     """
     batch = _generate(n, 1, size, seed, probe, lesion_contrast, lesion_size, count, noise, speckle,
-                      domain, intensity_scale, intensity_offset, blur, noise_texture, resolution)
+                      domain, intensity_scale, intensity_offset, blur, noise_texture, resolution,
+                      pose, intensity_mixture, bias, blur_jitter, fade)
     batch.kind = "lung_ultrasound"
     return batch
 
@@ -76,7 +112,8 @@ def lung_ultrasound_clips(n: int, frames: int = 16, size: int = 64, seed: int = 
                           probe: str = "convex", lesion_contrast: float = 1.0, lesion_size: float = 1.0,
                           count: float = 1.0, noise: float = 0.04, speckle: float = 0.8,
                           domain="A", intensity_scale=None, intensity_offset=None, blur=None,
-                          noise_texture=None, resolution=None) -> PhantomBatch:
+                          noise_texture=None, resolution=None, pose: float = 0.0, intensity_mixture: float = 0.0,
+                          bias: float = 0.0, blur_jitter: float = 0.0, fade: float = 0.0) -> PhantomBatch:
     """Generate ``n`` lung ultrasound clips of ``frames`` frames with a clip-level score.
 
     The probe is still; the lung slides under the pleura with breathing (a
@@ -88,8 +125,9 @@ def lung_ultrasound_clips(n: int, frames: int = 16, size: int = 64, seed: int = 
     Args:
         n: number of clips; clip scores are balanced.
         frames: frames per clip (2 to 256).
-        size, seed, probe, lesion_contrast, lesion_size, count, noise, speckle, domain, ...:
-            as in :func:`lung_ultrasound`.
+        size, seed, probe, lesion_contrast, lesion_size, count, noise, speckle, domain, ...,
+            pose, intensity_mixture, bias, blur_jitter, fade: as in :func:`lung_ultrasound`
+            (the variation is drawn per clip: the probe is still).
 
     Returns:
         :class:`PhantomBatch` with ``images`` ``(n, frames, 1, size, size)``,
@@ -98,13 +136,15 @@ def lung_ultrasound_clips(n: int, frames: int = 16, size: int = 64, seed: int = 
     """
     frames = int(check_range("frames", frames, 2, 256))
     batch = _generate(n, frames, size, seed, probe, lesion_contrast, lesion_size, count, noise, speckle,
-                      domain, intensity_scale, intensity_offset, blur, noise_texture, resolution)
+                      domain, intensity_scale, intensity_offset, blur, noise_texture, resolution,
+                      pose, intensity_mixture, bias, blur_jitter, fade)
     batch.kind = "lung_ultrasound_clips"
     return batch
 
 
 def _generate(n, frames, size, seed, probe, lesion_contrast, lesion_size, count, noise, speckle,
-              domain, intensity_scale, intensity_offset, blur_, noise_texture, resolution):
+              domain, intensity_scale, intensity_offset, blur_, noise_texture, resolution,
+              pose=0.0, intensity_mixture=0.0, bias=0.0, blur_jitter=0.0, fade=0.0):
     n, size = check_common(n, size)
     if probe not in PROBES:
         raise ParameterError(f"probe must be one of {PROBES}, not {probe!r}")
@@ -114,9 +154,15 @@ def _generate(n, frames, size, seed, probe, lesion_contrast, lesion_size, count,
     noise = check_range("noise", noise, 0.0, 1.0)
     speckle = check_range("speckle", speckle, 0.0, 1.0)
     dom = domain_args(domain, intensity_scale, intensity_offset, blur_, noise_texture, resolution)
+    pose = check_range("pose", pose, 0.0, 3.0)
+    intensity_mixture = check_range("intensity_mixture", intensity_mixture, 0.0, 2.0)
+    bias = check_range("bias", bias, 0.0, 1.0)
+    blur_jitter = check_range("blur_jitter", blur_jitter, 0.0, 4.0)
+    fade = check_range("fade", fade, 0.0, 1.0)
     rng = np.random.default_rng(seed)
     labels = balanced_labels(n, 4, rng)
     p = _draw_params(rng, labels, probe, lesion_size, count)
+    variation = _draw_variation(p, labels, seed, lesion_contrast, pose, intensity_mixture, bias, blur_jitter, fade)
 
     t_total = n * frames
     images = np.empty((t_total, size, size), np.float32)
@@ -143,11 +189,13 @@ def _generate(n, frames, size, seed, probe, lesion_contrast, lesion_size, count,
         "pleural_depth": p["dp"].astype(np.float32),
         "probe": p["probe"].astype(np.int64),
         "domain": np.full(n, dom.id, np.int64),
+        **variation,
     }
     mask_classes = {"findings": list(FINDINGS), "consolidation": ["background", "consolidation"],
                     "sector": ["outside", "field of view"]}
     params = dict(n=n, frames=frames, size=size, seed=seed, probe=probe, lesion_contrast=lesion_contrast,
-                  lesion_size=lesion_size, count=count, noise=noise, speckle=speckle, domain=dom)
+                  lesion_size=lesion_size, count=count, noise=noise, speckle=speckle, domain=dom, pose=pose,
+                  intensity_mixture=intensity_mixture, bias=bias, blur_jitter=blur_jitter, fade=fade)
     if frames == 1:
         attrs = {**attrs_frame, **attrs_clip}
         return PhantomBatch(
@@ -221,6 +269,87 @@ def _draw_params(rng, labels, probe, lesion_size, count):
     }
 
 
+#: Machine presets of the intensity mixture: multipliers of (gain, chest-wall echo, the lung's echo floor, the
+#: log-compression factor) and their weights: standard; low gain; high gain with a bright chest wall; low dynamic
+#: range (strong compression: a grey, flat image).
+_PRESETS = np.array([[1.0, 1.0, 1.0, 1.0], [0.6, 0.9, 0.8, 1.0], [1.5, 1.35, 1.3, 1.0], [1.0, 1.1, 1.6, 4.0]])
+_PRESET_WEIGHTS = np.array([0.4, 0.2, 0.2, 0.2])
+
+
+def _draw_variation(p, labels, seed, lesion_contrast, pose, intensity_mixture, bias, blur_jitter, fade) -> dict:
+    """Draw the variation knobs' per-clip parameters into ``p`` (a second generator); return extra attrs.
+
+    Nothing is drawn, and ``p`` is left alone, when every knob is 0: the images are then those of the
+    generator without the knobs, bit for bit. All draws are made whichever knobs are on, so one knob's
+    values do not depend on the others.
+    """
+    if not (pose or intensity_mixture or bias or blur_jitter or fade):
+        return {}
+    n = len(labels)
+    vrng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(7,)))
+    depth, tilt = vrng.uniform(-0.08, 0.08, n), vrng.uniform(-0.06, 0.06, n)
+    rib_in = vrng.uniform(0.0, 0.35, (n, 2))
+    preset = vrng.choice(len(_PRESET_WEIGHTS), size=n, p=_PRESET_WEIGHTS)
+    jitter = vrng.normal(0.0, 0.1, (n, 4))
+    atten = vrng.uniform(0.0, 1.5, n)
+    field = _draw_waves(vrng, n, bias)
+    sigma = vrng.uniform(0.0, 1.0, n) * blur_jitter
+    strength = np.where(labels > 0, 1.0 - fade * vrng.uniform(0.0, 1.0, n), 1.0)
+    normal_a = vrng.uniform(0.4, 1.0, n)  # the A-lines of a normal frame, where a faded frame's tend
+    attrs = {}
+    if pose:
+        p["dp"] = np.clip(p["dp"] + pose * depth, 0.08, 0.6)
+        p["tilt"] = p["tilt"] + pose * tilt
+        p["rib_l"] = np.clip(p["rib_l"] - pose * rib_in, 0.2, None)
+        p["rib_hides"] = np.ones(n, bool)  # B-lines under a rib shadow are not seen
+    if intensity_mixture:
+        levels = np.clip(1.0 + intensity_mixture * (_PRESETS[preset] - 1.0 + jitter), 0.3, 6.0)
+        p["gain"] = p["gain"] * levels[:, 0]
+        p["wall_echo"] = p["wall_echo"] * levels[:, 1]
+        p["floor"] = 0.07 * levels[:, 2]
+        p["compress"] = 8.0 * levels[:, 3]
+        attrs.update(preset=preset.astype(np.int64), gain=p["gain"].astype(np.float32))
+    if bias:
+        p["atten"] = p["atten"] + bias * atten
+        p["tgc"] = field
+    if blur_jitter:
+        p["blur_sigma"] = sigma
+        attrs["blur_sigma"] = sigma.astype(np.float32)
+    if fade:
+        size = 0.5 + 0.5 * strength
+        p["b_amp"] = p["b_amp"] * strength[:, None]
+        p["b_w"] = p["b_w"] * size[:, None]
+        p["white_amp"] = p["white_amp"] * strength
+        p["white_from"], p["white_to"] = p["white_from"] * size, p["white_to"] * size
+        p["cons_w"], p["cons_d"] = p["cons_w"] * size, p["cons_d"] * size
+        p["cons_c"] = strength
+        p["a_lines"] = strength * p["a_lines"] + (1.0 - strength) * normal_a
+    abnormal = labels > 0
+    attrs.update(finding_strength=strength.astype(np.float32),
+                 finding_contrast=np.where(abnormal, strength * lesion_contrast, 0.0).astype(np.float32),
+                 finding_size=np.where(abnormal, 0.5 + 0.5 * strength, 0.0).astype(np.float32))
+    return attrs
+
+
+def _draw_waves(rng, n, amplitude) -> np.ndarray:
+    """Parameters ``(n, 3, 4)`` (amplitude, depth frequency, lateral frequency, phase) of a smooth gain field that
+    varies mostly with depth, a sum of 3 waves with about ``amplitude`` standard deviation (see :func:`_waves`)."""
+    amp = rng.normal(0.0, 1.0, (n, 3)) * amplitude * np.sqrt(2.0 / 3.0)  # 3 waves of variance a^2/3 each
+    fd = 2.0 * np.pi * rng.uniform(0.4, 1.5, (n, 3))  # cycles over the imaging depth
+    fl = np.pi * rng.uniform(-0.3, 0.3, (n, 3))  # cycles per half-width: a slow lateral drift
+    phase = rng.uniform(0.0, 2.0 * np.pi, (n, 3))
+    return np.stack([amp, fd, fl, phase], axis=-1)
+
+
+def _waves(params, d, lat) -> np.ndarray:
+    """Evaluate the fields of :func:`_draw_waves` (``(K, 3, 4)``) at depth ``d`` and lateral ``lat``: ``(K, H, W)``."""
+    out = 0.0
+    for j in range(params.shape[1]):
+        a, fd, fl, ph = (col(params[:, j, i]) for i in range(4))
+        out = out + a * np.sin(fd * d + fl * lat + ph)
+    return np.asarray(out, dtype=np.float32)
+
+
 def _render_clips(p, labels, frames, size, rng, lesion_contrast, noise, speckle, dom):
     """Render ``len(labels)`` clips of ``frames`` frames; frames == 1 gives still frames."""
     m = len(labels)
@@ -283,7 +412,8 @@ def _render_clips(p, labels, frames, size, rng, lesion_contrast, noise, speckle,
     cons_l = P["cons_l"] + sh
     if cons.any():
         gap = np.abs(lat - col(cons_l)) < col(P["cons_w"] * P["gap_w"])
-        line_amp = np.where(gap & cons[:, None, None], line_amp * 0.25, line_amp)
+        broken = line_amp * (1.0 - 0.75 * col(P["cons_c"])) if "cons_c" in P else line_amp * 0.25
+        line_amp = np.where(gap & cons[:, None, None], broken, line_amp)
     amp = amp + lesion_contrast * pleura_profile * line_amp
 
     # B-lines: vertical rays from the pleura down, erasing A-lines
@@ -313,7 +443,8 @@ def _render_clips(p, labels, frames, size, rng, lesion_contrast, noise, speckle,
         a_mask |= prof > 0.4
     a_vis = col(P["a_lines"]) * (1.0 - np.clip(bprof * 1.5, 0, 1))
     fade = 1.0 - 0.35 * d
-    lung_amp = 0.07 + lesion_contrast * (0.8 * a_img * a_vis + bprof * 0.65 * fade)
+    floor = col(P["floor"]) if "floor" in P else 0.07  # the lung's echo floor (a machine preset varies it)
+    lung_amp = floor + lesion_contrast * (0.8 * a_img * a_vis + bprof * 0.65 * fade)
     amp = amp + below * lung_amp
 
     # subpleural consolidation: darker tissue hanging from the pleura, air bronchograms inside
@@ -326,10 +457,11 @@ def _render_clips(p, labels, frames, size, rng, lesion_contrast, noise, speckle,
         bronch = (lung_s[idx] > 2.2) * 0.5
         tissue = 0.22 + bronch
         cur = amp[idx]
-        cur = cur * (1 - region) + region * ((1 - lesion_contrast) * cur + lesion_contrast * tissue)
+        lc = lesion_contrast * col(P["cons_c"][idx]) if "cons_c" in P else lesion_contrast  # faded: fainter
+        cur = cur * (1 - region) + region * ((1 - lc) * cur + lc * tissue)
         # white area below the consolidation (shred sign)
         under = ramp(np.abs(lat - col(cons_l[idx])) - col(P["cons_w"][idx]) * 0.8, 0.1) * (d > cy + col(P["cons_d"][idx] * 0.45))
-        cur = cur + lesion_contrast * 0.4 * under * (1 - region)
+        cur = cur + lc * 0.4 * under * (1 - region)
         amp[idx] = cur
         cons_mask[idx] = region > 0.5
 
@@ -349,7 +481,16 @@ def _render_clips(p, labels, frames, size, rng, lesion_contrast, noise, speckle,
     spk = np.where(below > 0.5, lung_s, wall_s)
     amp = amp * ((1 - speckle) + speckle * spk)
     amp = amp * np.exp(-col(P["atten"]) * d) * col(P["gain"])
-    img = np.log1p(8.0 * np.clip(amp, 0, None)) / np.log1p(8.0 * 1.3)
+    if "tgc" in P:  # depth-dependent shading: a smooth time-gain-compensation curve
+        amp = amp * np.exp(_waves(P["tgc"], d, lat))
+    if "compress" in P:  # the machine's dynamic range
+        c = col(P["compress"])
+        img = (np.log1p(c * np.clip(amp, 0, None)) / np.log1p(c * 1.3)).astype(np.float32)
+    else:
+        img = np.log1p(8.0 * np.clip(amp, 0, None)) / np.log1p(8.0 * 1.3)
+    if "blur_sigma" in P:  # per-image loss of resolution, wider laterally than axially
+        img = np.stack([blur(im[None], (0.6 * float(sg), float(sg)))[0] if sg > 0 else im
+                        for im, sg in zip(img, P["blur_sigma"])])
     img = apply_domain(img, rng, dom, noise)
     np.clip(img, 0.0, 1.0, out=img)
 
@@ -366,7 +507,11 @@ def _render_clips(p, labels, frames, size, rng, lesion_contrast, noise, speckle,
         findings[np.broadcast_to(hidden, (k, H, W)) & (findings > 0)] = 0
 
     # frame score: what the frame shows
-    n_b_visible = (on & (np.abs(b_l) < 1.0)).sum(axis=1)
+    in_view = np.abs(b_l) < 1.0
+    if "rib_hides" in P:  # a B-line under a rib's shadow is not seen
+        for side, sign in ((0, -1.0), (1, 1.0)):
+            in_view &= ~(P["rib"][:, side:side + 1] & (sign * b_l > P["rib_l"][:, side:side + 1]))
+    n_b_visible = (on & in_view).sum(axis=1)
     cons_visible = cons_mask.sum(axis=(1, 2)) >= max(2, 0.001 * H * W)
     lab = np.repeat(labels, frames)
     score = np.where(lab == 3, 3, np.where(cons_visible, 2, np.where(n_b_visible > 0, 1, 0)))
