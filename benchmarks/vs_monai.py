@@ -32,8 +32,11 @@ What is measured
     Validation Dice (pooled over the validation set: all pixels of all cases,
     so normal slices count through their false positives) every
     ``--eval-every`` steps; the clock stops during validation. Per run: the
-    training time to reach ``--target`` (0.85), and the Dice reached when the
-    training clock passes ``--budget`` seconds. Reported: medians over
+    training time to reach ``--target`` (0.85), the Dice reached when the
+    training clock passes ``--budget`` seconds, and the Dice (and steps made)
+    at each of ``--checkpoints`` seconds within the budget (15, 30, 60, 120 by
+    default: the last validation at or before each, 0 before the first), so a
+    short budget is compared as well as a long one. Reported: medians over
     ``--repeats`` runs (seeds 0, 1, 2, ...) and the ratios medlab / MONAI
     (time: below 1 means medlab is faster; Dice: above 1 means medlab is
     better), plus each network's size, FLOPs and step time.
@@ -284,7 +287,19 @@ def median_or_none(values):
     return statistics.median(values) if values else None
 
 
-def summarise(runs, target, budget, repeats):
+def dice_at(curve, seconds):
+    """Dice of the last validation at or before ``seconds`` of training (0.0 if none came yet)."""
+    done = [d for t, _, d in curve if t <= seconds]
+    return done[-1] if done else 0.0
+
+
+def steps_at(curve, seconds):
+    """Training steps made by the last validation at or before ``seconds`` of training."""
+    done = [s for t, s, _ in curve if t <= seconds]
+    return done[-1] if done else 0
+
+
+def summarise(runs, target, budget, repeats, checkpoints=()):
     out = {}
     for side in SIDES:
         mine = [r for r in runs if r["side"] == side]
@@ -298,7 +313,10 @@ def summarise(runs, target, budget, repeats):
                      "reached": sum(v is not None for v in reached), "runs": len(mine),
                      "dice_at_budget": statistics.median(r["dice_at_budget"] for r in mine),
                      "best_dice": statistics.median(r["best_dice"] for r in mine),
-                     "steps_in_budget": statistics.median(r["steps"] for r in mine)}
+                     "steps_in_budget": statistics.median(r["steps"] for r in mine),
+                     "dice_at_s": {str(t): statistics.median(dice_at(r["curve"], t) for r in mine) for t in checkpoints},
+                     "steps_at_s": {str(t): statistics.median(steps_at(r["curve"], t) for r in mine)
+                                    for t in checkpoints}}
     a, b = out["medlab"], out["MONAI"]
     out["ratio_time_to_target"] = (a["time_to_target_s"] / b["time_to_target_s"]
                                    if a["time_to_target_s"] and b["time_to_target_s"] else None)
@@ -351,6 +369,13 @@ def report(args, summary, facts, runs, tables, elapsed, device) -> str:
             f"| training step, batch {args.batch_size} (ms, median) | {a['step_ms']:.0f} | {b['step_ms']:.0f} | "
             f"{a['step_ms'] / b['step_ms']:.2f} |",
         ]
+    at = lines.index(f"| best Dice within the budget (median) | {summary['medlab']['best_dice']:.3f} | "
+                     f"{summary['MONAI']['best_dice']:.3f} | |")
+    for t in reversed(list(summary["medlab"].get("dice_at_s", {}))):
+        a, b = summary["medlab"]["dice_at_s"][t], summary["MONAI"]["dice_at_s"][t]
+        sa, sb = summary["medlab"]["steps_at_s"][t], summary["MONAI"]["steps_at_s"][t]
+        lines.insert(at, f"| Dice at {float(t):g} s of training (median; steps) | {a:.3f} ({sa:.0f}) | {b:.3f} ({sb:.0f}) | "
+                         f"{_fmt(a / b if b else None, '.2f', '–')} |")
     for m in summary["medlab"]["time_to_milestone_s"]:
         a = summary["medlab"]["time_to_milestone_s"][m]
         b = summary["MONAI"]["time_to_milestone_s"][m]
@@ -380,6 +405,9 @@ def main(argv=None):
     parser.add_argument("--n-val", type=int, default=100)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--eval-every", type=int, default=10, help="training steps between validations")
+    parser.add_argument("--checkpoints", default="15,30,60,120",
+                        help="training seconds at which to report each side's Dice as well (those within --budget): "
+                             "the last validation at or before each")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--profile", action="store_true", help="add torch.profiler tables of both sides")
@@ -414,7 +442,8 @@ def main(argv=None):
             runs.append(run)
             print(f"{side} seed {seed}: time to {args.target}: {_fmt(run['time_to_target_s'])} s; Dice after "
                   f"{run['train_s']:.0f} s: {run['dice_at_budget']:.3f} ({run['steps']} steps)", flush=True)
-    summary = summarise(runs, args.target, args.budget, args.repeats)
+    checkpoints = [float(t) for t in args.checkpoints.split(",") if t.strip() and float(t) <= args.budget]
+    summary = summarise(runs, args.target, args.budget, args.repeats, checkpoints)
     tables = profile_sides(device, args.batch_size, steps=args.profile_steps) if args.profile else None
     text = report(args, summary, facts, runs, tables, time.perf_counter() - started, device)
     print(text)
