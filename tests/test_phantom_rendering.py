@@ -164,6 +164,58 @@ def test_smooth_field_and_scanner_equal_the_numpy_helpers(texture):
     np.testing.assert_allclose(got, want, atol=1e-5)
 
 
+def test_scratch_outputs_equal_fresh_tensors():
+    """``out=`` / :class:`Scratch` variants (reused memory, fewer page faults) give the same numbers."""
+    from medlab.data.phantoms import ct
+    rng = np.random.default_rng(2)
+    m, size = 6, 40
+    canvas, work = _torch.Canvas(size, torch.device("cpu")), _torch.Scratch(torch.device("cpu"))
+    pose = _torch.Pose.rotation(rng.uniform(-0.2, 0.2, m), rng.uniform(0.8, 1.1, m), rng.uniform(-0.1, 0.1, m),
+                                rng.uniform(-0.1, 0.1, m))
+    q = _torch.shift(pose.ellipse(0.3, -0.1, 0.08, 0.12, angle=0.3), 1.0)
+    assert torch.equal(canvas.ramp(q, 0.2, out=work("a", m, size, size)), canvas.ramp(q, 0.2))
+    # a ramp on the window of the pixels it covers, and 0 outside it
+    window, part = ct._ramp_window(canvas, q, 0.2, work("b", m, size, size))
+    full = canvas.ramp(q, 0.2)
+    assert torch.equal(full[window], part)
+    outside = full.clone()
+    outside[window] = 0.0
+    assert float(outside.abs().max()) == 0.0 and part.shape[1] < size and part.shape[2] < size
+    low = _torch.field_cells(_torch.PixelNoise(np.random.default_rng(3), 3, torch.device("cpu")), m, 6)
+    np.testing.assert_allclose(_torch.smooth_field(low, size, out=work("c", m, size, size), scratch=work).numpy(),
+                               _torch.smooth_field(low, size).numpy(), atol=1e-5)
+    # points blurred by stamps: the blur of the image of points (edges replicated)
+    iy, ix = torch.as_tensor(rng.integers(0, size, (m, 30))), torch.as_tensor(rng.integers(0, size, (m, 30)))
+    iy[0, :4], ix[1, :4] = 0, size - 1  # on the edges
+    amp = torch.as_tensor(rng.choice([1.0, 3.0], (m, 30)))
+    for sigma in (0.6, 1.4):
+        points = torch.zeros(m * size * size, dtype=torch.float64)
+        rows = torch.arange(m)[:, None].expand_as(iy)
+        points.index_put_((((rows * size + iy) * size + ix).reshape(-1),), amp.reshape(-1), accumulate=True)
+        want = _torch.blur(points.view(m, size, size).float(), sigma).numpy() * 2.0
+        np.testing.assert_allclose(ct._blur_points(iy, ix, amp, size, sigma, 2.0, work).numpy(), want, atol=1e-5)
+
+
+def test_quantiles_in_mask_follow_the_sorted_values():
+    """Both per-slice thresholds (the second inside the part of the mask above the first) from one sort."""
+    from medlab.data.phantoms import ct
+    rng = np.random.default_rng(5)
+    values = torch.as_tensor(rng.standard_normal((5, 16, 16)), dtype=torch.float32)
+    mask = torch.as_tensor(rng.uniform(size=(5, 16, 16)) < 0.5, dtype=torch.float32)
+    mask[3] = 0.0  # an empty mask: no threshold
+    q, q2 = np.array([0.6, 0.0, 0.95, 0.5, 0.3]), np.array([0.5, 0.2, 0.0, 0.5, 1.0])
+    first, second = ct._quantile_in_mask(values, mask, q, q2)
+    for i in range(5):
+        v = values[i, ::2, ::2].reshape(-1)[mask[i, ::2, ::2].reshape(-1) > 0].sort().values
+        if len(v) == 0:
+            assert first[i] == np.inf and second[i] == np.inf
+            continue
+        assert first[i] == v[min(int(np.floor(q[i] * len(v))), len(v) - 1)]
+        above = v[v > first[i]]
+        want = above[min(int(np.floor(q2[i] * len(above))), len(above) - 1)] if len(above) else np.inf
+        assert second[i] == want
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # drawing on the fly
 

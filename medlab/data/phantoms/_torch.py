@@ -23,6 +23,7 @@ and functions here on ``device``. The pieces:
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -30,8 +31,9 @@ import torch.nn.functional as F
 
 from ...errors import ParameterError
 
-__all__ = ["phantom_device", "Canvas", "Pose", "shift", "ramp_", "PixelNoise", "ramp", "blur", "resize", "upsample", "smooth_field",
-           "apply_domain", "field_cells", "render_chunks", "chunk_images", "col", "to_numpy", "lerp_"]
+__all__ = ["phantom_device", "Canvas", "Scratch", "Pose", "shift", "ramp_", "PixelNoise", "ramp", "blur", "resize",
+           "upsample", "smooth_field", "apply_domain", "field_cells", "render_chunks", "chunk_images", "col", "to_numpy",
+           "lerp_"]
 
 
 def phantom_device(device) -> torch.device:
@@ -114,16 +116,41 @@ class Canvas:
         yy, xx = torch.meshgrid(c, c, indexing="ij")
         self.basis = torch.stack([xx * xx, xx * yy, yy * yy, xx, yy, torch.ones_like(xx)]).reshape(6, -1)
 
-    def quadric(self, coefs: np.ndarray) -> torch.Tensor:
-        """``(N, 6)`` coefficients on the basis -> ``(N, size, size)`` float32 values (one matrix product)."""
+    def quadric(self, coefs: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``(N, 6)`` coefficients on the basis -> ``(N, size, size)`` float32 values (one matrix product), in
+        ``out`` when given (a contiguous float32 tensor of ``N · size²`` elements: reusing one saves the page
+        faults of a fresh tensor on a CPU)."""
         c = torch.from_numpy(np.ascontiguousarray(coefs, np.float32)).to(self.device, non_blocking=True)
-        return (c @ self.basis).view(-1, self.size, self.size)
+        if out is None:
+            return (c @ self.basis).view(-1, self.size, self.size)
+        return torch.mm(c, self.basis, out=out.view(len(c), -1)).view(-1, self.size, self.size)
 
-    def ramp(self, coefs: np.ndarray, width: float) -> torch.Tensor:
-        """``ramp(q, width)`` of the quadric ``q`` with ``coefs``: the affine step folded into the product."""
+    def ramp(self, coefs: np.ndarray, width: float, out: torch.Tensor | None = None) -> torch.Tensor:
+        """``ramp(q, width)`` of the quadric ``q`` with ``coefs``: the affine step folded into the product
+        (into ``out`` when given, as :meth:`quadric`)."""
         c = coefs * (-1.0 / width)
         c[:, 5] += 0.5
-        return self.quadric(c).clamp_(0.0, 1.0)
+        return self.quadric(c, out).clamp_(0.0, 1.0)
+
+
+class Scratch:
+    """Reusable float32 work tensors by name: ``scratch(name, *shape)`` is a contiguous view of the tensor kept
+    under ``name``, grown when a larger shape is asked for (its contents are whatever was left in it).
+
+    On a CPU a fresh tensor of a megabyte costs as much as several passes over it (the operating system maps
+    and zeroes its pages on first touch); rendering chunk after chunk into the same tensors avoids that. One
+    per thread: two threads must not share one.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device, self.store = device, {}
+
+    def __call__(self, name: str, *shape: int) -> torch.Tensor:
+        numel = math.prod(shape)
+        t = self.store.get(name)
+        if t is None or t.numel() < numel:
+            t = self.store[name] = torch.empty(numel, device=self.device)
+        return t[:numel].view(shape)
 
 
 class Pose:
@@ -317,18 +344,27 @@ def field_cells(noise: PixelNoise, n: int, cells: int) -> torch.Tensor:
     return noise.normal(0.0, 1.0, (n, cells + 2, cells + 2)).to(device=noise.device, dtype=torch.float32)
 
 
-def smooth_field(low: torch.Tensor, size: int) -> torch.Tensor:
+def smooth_field(low: torch.Tensor, size: int, out: torch.Tensor | None = None,
+                 scratch: "Scratch | None" = None) -> torch.Tensor:
     """Smooth random fields ``(N, size, size)``, zero mean and unit std per image (as ``_common.smooth_field``).
 
     ``low`` is the ``(N, cells + 2, cells + 2)`` grid of :func:`field_cells`, upsampled bilinearly: features
-    about ``size / cells`` pixels across.
+    about ``size / cells`` pixels across. ``out``: a contiguous ``(N, size, size)`` float32 tensor to write
+    the field into (then only its window of the upsampling is computed: the same field up to float rounding);
+    ``scratch``: a :class:`Scratch` for the temporaries.
     """
     cells = low.shape[-1] - 2
-    up = upsample(low, size * (cells + 2) // cells)
-    m = (up.shape[-1] - size) // 2
-    f = up[:, m:m + size, m:m + size]
-    f = f - f.mean(dim=(1, 2), keepdim=True)
-    return f.div_(f.square().mean(dim=(1, 2), keepdim=True).sqrt_().add_(1e-6))
+    n, n_up = len(low), size * (cells + 2) // cells
+    m = (n_up - size) // 2
+    if out is not None and low.shape[-1] < n_up:  # only the kept window: its rows of the upsampling matrix
+        R = _upsample_matrix(low.shape[-1], n_up, low.device)[m:m + size]
+        f = torch.matmul(torch.matmul(R, low), R.T, out=out)
+        f.sub_(f.mean(dim=(1, 2), keepdim=True))
+    else:
+        f = upsample(low, n_up)[:, m:m + size, m:m + size]
+        f = f - f.mean(dim=(1, 2), keepdim=True)
+    sq = f.square() if scratch is None else torch.mul(f, f, out=scratch("smooth_field.square", n, size, size))
+    return f.div_(sq.mean(dim=(1, 2), keepdim=True).sqrt_().add_(1e-6))
 
 
 def apply_domain(clean: torch.Tensor, z: torch.Tensor, dom, sigma_noise: float, reference: float = 0.0,
@@ -364,5 +400,5 @@ def lerp_(img: torch.Tensor, weight: torch.Tensor, value) -> torch.Tensor:
     """``img += weight * (value - img)`` in place (``value`` a number or a tensor)."""
     if not isinstance(value, torch.Tensor):
         value = torch.tensor(float(value), dtype=img.dtype, device=img.device)
-    return img.lerp_(value.expand_as(img) if value.shape != img.shape else value, weight)
+    return img.lerp_(value, weight)  # ``value`` broadcasts (a 0-d tensor is faster than an expanded one)
 
