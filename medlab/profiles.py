@@ -154,20 +154,27 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
     # width: first-block channels of the small CNN; pretrain_*: the phantom pretraining (task, images, steps, lr);
     # target_task: the chest X-ray phantom knobs of the target task; ae_*: the autoencoder trained without labels
     # (ae_n: unlabelled target-task images, ae_steps: its gradient steps, ae_lr: AdamW learning rate, cosine
-    # schedule; ae_sparsity: weight of the L1 penalty on the code)
+    # schedule; ae_sparsity: weight of the L1 penalty on the code); baseline_C: regularisation strengths tried for the
+    # logistic regression on the pixels (best by validation AUROC; cpu runs picked anything from 1e-3 to 1 at 24 and
+    # 120 images, always 1e-2 at 600); baseline_size: side (px) the images are average-pooled to before it sees them
+    # (None: as they are). gpu pools 128 px to 64 and tries three C: one fit on 4000 binary gpu-size phantoms took
+    # 10-17 s at 128 px, 3-7 s at 64 (C = 1e-3 to 1e-1), on a 2-core CPU shared with other jobs (load 5-6)
     "01_transfer_learning": {
         "smoke": {"sizes": [16, 48], "epochs": 1, "samples_per_epoch": 48, "lr": 1e-2, "lr_probe": 1e-2,
                   "lr_backbone": 1e-3, "lr_head": 1e-2, "width": 4, "pretrain_task": "cxr_covid", "pretrain_n": 64,
                   "pretrain_steps": 3, "pretrain_lr": 1e-2, "target_task": _CXR_PNEUMONIA, "ae_n": 48,
-                  "ae_steps": 3, "ae_lr": 3e-3, "ae_sparsity": 1e-2},
+                  "ae_steps": 3, "ae_lr": 3e-3, "ae_sparsity": 1e-2, "baseline_C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+                  "baseline_size": None},
         "cpu": {"sizes": [24, 120, 600], "epochs": 3, "samples_per_epoch": 640, "lr": 1e-2, "lr_probe": 1e-2,
                 "lr_backbone": 1e-3, "lr_head": 1e-2, "width": 8, "pretrain_task": "cxr_covid", "pretrain_n": 2000,
                 "pretrain_steps": 250, "pretrain_lr": 1e-2, "target_task": _CXR_PNEUMONIA, "ae_n": 2000,
-                "ae_steps": 200, "ae_lr": 3e-3, "ae_sparsity": 1e-2},
+                "ae_steps": 200, "ae_lr": 3e-3, "ae_sparsity": 1e-2, "baseline_C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+                "baseline_size": None},
         "gpu": {"sizes": [25, 100, 400, 1000, 4000], "epochs": 6, "samples_per_epoch": 4096, "lr": 1e-3,
                 "lr_probe": 1e-3, "lr_backbone": 3e-4, "lr_head": 1e-3, "width": 32, "pretrain_task": "cxr_covid",
                 "pretrain_n": 20000, "pretrain_steps": 4000, "pretrain_lr": 1e-3, "target_task": _CXR_PNEUMONIA,
-                "ae_n": 8000, "ae_steps": 2000, "ae_lr": 1e-3, "ae_sparsity": 1e-2},
+                "ae_n": 8000, "ae_steps": 2000, "ae_lr": 1e-3, "ae_sparsity": 1e-2, "baseline_C": [1e-3, 1e-2, 1e-1],
+                "baseline_size": 64},
     },
     # 07: lr: AdamW learning rate; lesion_contrast: of the chest X-ray phantoms (2.25: the cpu small CNN learns the
     # task in its epochs despite the variation); epsilons: attack budgets of the robustness curve (image units, 0 is
@@ -273,14 +280,21 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
     # 06: seg_train: training images of the stage-1 U-Net (at most n_train); seg_epochs_fraction: its epochs as a
     # fraction of the profile's epochs (rounded, at least 1); seg_base, seg_depth: its width and down-samplings;
     # lr: AdamW learning rate of every model; crop_size: side of the stage-2 crops; margin: pixels of context
-    # around the nodule's box; degrade: severities of the degraded masks in the error-propagation curve
+    # around the nodule's box; degrade: severities of the degraded masks in the error-propagation curve; baseline_C:
+    # regularisation strengths tried for the logistic regression on the pixels (best by validation AUROC; cpu picked
+    # 1e-3 or 1e-2 on the crops, 1e-4 or 1e-3 on whole images); baseline_size: side (px) its inputs are
+    # average-pooled to when larger (None: as they are); gpu pools the 128 px whole images to 64 (its 64 px crops stay
+    # as they are), as in 01, where that cut one fit on 4000 images from 10-17 s to 3-7 s
     "06_cascade_segment_then_classify": {
         "smoke": {"seg_train": 32, "seg_epochs_fraction": 0.75, "seg_base": 4, "seg_depth": 2, "lr": 3e-3,
-                  "crop_size": 16, "margin": 2, "degrade": [0.0, 0.5, 1.0]},
+                  "crop_size": 16, "margin": 2, "degrade": [0.0, 0.5, 1.0], "baseline_C": [1e-3, 1e-2, 1e-1],
+                  "baseline_size": None},
         "cpu": {"seg_train": 300, "seg_epochs_fraction": 0.75, "seg_base": 8, "seg_depth": 3, "lr": 3e-3,
-                "crop_size": 32, "margin": 4, "degrade": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]},
+                "crop_size": 32, "margin": 4, "degrade": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+                "baseline_C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0], "baseline_size": None},
         "gpu": {"seg_train": 4000, "seg_epochs_fraction": 0.75, "seg_base": 32, "seg_depth": 4, "lr": 3e-3,
-                "crop_size": 64, "margin": 8, "degrade": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0]},
+                "crop_size": 64, "margin": 8, "degrade": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0],
+                "baseline_C": [1e-3, 1e-2, 1e-1], "baseline_size": 64},
     },
     # 11: n_train/n_val/n_test: patients (table + CT slice each) per split; epochs, lr, width: the image CNN
     # (AdamW, first-stage channels of the small CNN); head_epochs, head_lr, head_hidden: the joint network on

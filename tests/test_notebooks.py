@@ -95,7 +95,7 @@ GPU_WIRING_OVERRIDES = {"n_train": 48, "n_val": 16, "n_test": 32, "epochs": 1, "
                         "lessons": {
                             "01_transfer_learning": {"sizes": [16, 48], "epochs": 1, "samples_per_epoch": 48,
                                                      "pretrain_n": 64, "pretrain_steps": 2, "ae_n": 64,
-                                                     "ae_steps": 2},
+                                                     "ae_steps": 2, "baseline_size": 16},
                             "03_covid_cxr_classification": {"epochs": 1, "shortcut_epochs": 1, "cam_images": 4,
                                                             "baseline_size": 16},
                             "05_lung_ultrasound_severity": {"baseline_size": 16},
@@ -105,7 +105,7 @@ GPU_WIRING_OVERRIDES = {"n_train": 48, "n_val": 16, "n_test": 32, "epochs": 1, "
                             "04_covid_ct_lesion_segmentation": {"n_train": 48, "n_val": 16, "n_test": 32,
                                                                 "epochs": 1},
                             "06_cascade_segment_then_classify": {"seg_base": 8, "crop_size": 32,
-                                                                 "degrade": [0.0, 1.0]},
+                                                                 "degrade": [0.0, 1.0], "baseline_size": 16},
                             "10_retinal_screening": {"n_train": 48, "n_val": 32, "n_test": 48, "epochs": 1,
                                                      "baseline_size": 32, "baseline_C": [0.01]},
                             "09_volumes_3d": {"voxel_mm": 8.0, "n_train": 4, "n_val": 2, "n_test": 3, "patch": 16,
