@@ -52,8 +52,29 @@ def test_ct_renders_the_numpy_renderers_slices(case):
     assert batch.images.dtype == np.float32 and batch.masks["lesion"].dtype == np.int64
 
 
+#: The last ten of 80 phantoms at 64 px (seed 9), from the NumPy renderer: the second rendering chunk, whose
+#: noise comes after the first chunk's in the random stream (labels, image means, lesion pixel counts).
+SECOND_CHUNK = {
+    "ct_slice": ([0, 0, 1, 1, 1, 1, 0, 0, 0, 1],
+                 [-734.37, -751.26, -803.42, -723.47, -717.92, -767.49, -745.03, -827.22, -801.32, -763.20],
+                 [0, 0, 26, 183, 213, 144, 0, 0, 0, 188], 3.0),
+    "chest_xray": ([2, 0, 2, 2, 2, 0, 2, 2, 2, 0],
+                   [0.3386, 0.4306, 0.4277, 0.3318, 0.5290, 0.3235, 0.5620, 0.3217, 0.4146, 0.2208],
+                   [101, 0, 77, 84, 65, 0, 133, 99, 78, 0], 1e-3),
+}
+
+
+@pytest.mark.parametrize("kind", SECOND_CHUNK)
+def test_chunks_read_the_random_stream_as_the_numpy_renderer_did(kind):
+    labels, means, lesion, tolerance = SECOND_CHUNK[kind]
+    batch = getattr(P, kind)(80, size=64, seed=9)
+    assert batch.labels[70:].tolist() == labels
+    np.testing.assert_allclose(batch.images[70:].mean(axis=(1, 2, 3)), means, atol=tolerance)
+    np.testing.assert_allclose((batch.masks["lesion"][70:] > 0).sum(axis=(1, 2)), lesion, atol=3)
+
+
 def test_threads_do_not_change_the_images():
-    """Chunks rendered in parallel threads give the bytes of the chunks rendered one after another."""
+    """One torch thread or two (each operation shared between them): the same bytes."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import threading
 
 import numpy as np
 import torch
@@ -142,20 +141,19 @@ def ct_slice(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 
         p["cons_frac"] = _per_slice("consolidation_fraction", consolidation_fraction, n, 0.0, 1.0)
     dev = phantom_device(device)
     canvas, noise_source = Canvas(size, dev), PixelNoise(rng, seed, dev)
-    scratch = {}  # one Scratch per rendering thread, for this call only
+    work = Scratch(dev)  # the image-sized temporaries, for this call only
     with torch.no_grad():
         # the chunks write their pixels straight into the outputs (no concatenation, no conversion pass)
         images = torch.empty((n, size, size), device=dev)
         lung, lesion = (torch.empty((n, size, size), dtype=torch.int64, device=dev) for _ in range(2))
 
         def render(s, e, draws):
-            work = scratch.setdefault(threading.get_ident(), Scratch(dev))
             return _render({k: v[s:e] for k, v in p.items()}, labels[s:e], size, draws, canvas, lesion_contrast,
                            count, noise, dom, work, (images[s:e], lung[s:e], lesion[s:e]))
 
         chunks = render_chunks(n, chunk_images(size, dev), dev,
                                lambda s, e: _draw_pixels(noise_source, labels[s:e], size, count), render)
-        scratch.clear()
+        del work
         if chunks:  # pixels per mask: float sums, exact
             contrast, lung_px, lesion_px, cons_px = (to_numpy(torch.cat(part)) for part in zip(*chunks))
             lung_px, lesion_px, cons_px = (v.astype(np.int64) for v in (lung_px, lesion_px, cons_px))
@@ -206,7 +204,7 @@ def _render(p, labels, size, draws, canvas, lesion_contrast, count, sigma_noise,
     """Render one chunk of slices on ``canvas.device`` into ``out`` (images HU, lung mask, lesion mask: slices of
     the outputs); return ``(contrast, lung pixels, lesion pixels, consolidation pixels)`` per slice.
 
-    ``work`` is the rendering thread's :class:`Scratch`: every image-sized temporary lives there (on a CPU a
+    ``work`` is the call's :class:`Scratch`: every image-sized temporary lives there (on a CPU a
     fresh tensor costs page faults), masks are 0/1 floats (cheaper than booleans on a CPU) until they are
     written out, and the operations are in place. Small structures (bones, heart, aorta, bronchi, trachea) and
     the ribs are drawn on the pixel windows they cover; vessels are stamped point by point. What decides the
