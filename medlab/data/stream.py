@@ -44,7 +44,8 @@ class PhantomStream:
         **knobs: passed to the generator (difficulty, domain and variation knobs).
 
     Attributes:
-        epoch: the epoch the next ``iter`` draws.
+        epoch: the epoch the next ``iter`` draws (set it to continue a stream where a resumed ``fit`` left off:
+            a checkpoint holds the model and optimizer, not the stream).
         class_names: names of the target's values.
     """
 
