@@ -12,7 +12,6 @@ with torch on the device the model trains on, so a GPU does not wait for a CPU.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from ..errors import ParameterError
 
