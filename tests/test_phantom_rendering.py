@@ -149,8 +149,8 @@ def test_quadric_coefficients_equal_the_ellipse_formula():
     got = canvas.quadric(pose.ellipse(0.1, -0.2, ry, rx, angle=0.4)).numpy()
     want = _common.ellipse_r2(y, x, 0.1, -0.2, col(ry), col(rx), 0.4)
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
-    yy, xx = pose.coords(canvas)
-    np.testing.assert_allclose(xx.numpy(), x, atol=1e-5)
+    np.testing.assert_allclose(canvas.quadric(pose.line(a=1.0)).numpy(), x, atol=1e-5)
+    np.testing.assert_allclose(canvas.quadric(pose.line(b=1.0)).numpy(), y, atol=1e-5)
     np.testing.assert_allclose(canvas.quadric(pose.line(a=2.0, b=-1.0, c=0.3)).numpy(), 2 * x - y + 0.3, atol=1e-5)
     np.testing.assert_allclose(canvas.ramp(_torch.shift(pose.ellipse(0.0, 0.0, ry, rx), 1.0), 0.2).numpy(),
                                _common.ramp(_common.ellipse_r2(y, x, 0.0, 0.0, col(ry), col(rx)) - 1.0, 0.2), atol=1e-4)

@@ -17,7 +17,7 @@ and functions here on ``device``. The pieces:
   rounding); on other devices they come from a torch generator on the device,
   seeded from ``seed``, because drawing millions of numbers on the CPU and
   copying them would be the bottleneck. Same seed and device, same images.
-* :func:`ramp`, :func:`blur`, :func:`resize`, :func:`smooth_field`,
+* :func:`ramp_`, :func:`blur`, :func:`resize`, :func:`smooth_field`,
   :func:`apply_domain`: the torch versions of the NumPy helpers in ``_common``.
 """
 from __future__ import annotations
@@ -31,9 +31,9 @@ import torch.nn.functional as F
 
 from ...errors import ParameterError
 
-__all__ = ["phantom_device", "Canvas", "Scratch", "Pose", "shift", "ramp_", "PixelNoise", "ramp", "blur", "resize",
-           "upsample", "smooth_field", "apply_domain", "field_cells", "render_chunks", "chunk_images", "col", "to_numpy",
-           "lerp_"]
+__all__ = ["phantom_device", "Canvas", "Scratch", "Pose", "shift", "ramp_", "ramp_coefficients", "PixelNoise",
+           "blur", "resize", "upsample", "smooth_field", "apply_domain", "field_cells", "render_chunks",
+           "chunk_images", "col", "to_numpy", "lerp_"]
 
 
 def phantom_device(device) -> torch.device:
@@ -113,9 +113,7 @@ class Canvas:
     def ramp(self, coefs: np.ndarray, width: float, out: torch.Tensor | None = None) -> torch.Tensor:
         """``ramp(q, width)`` of the quadric ``q`` with ``coefs``: the affine step folded into the product
         (into ``out`` when given, as :meth:`quadric`)."""
-        c = coefs * (-1.0 / width)
-        c[:, 5] += 0.5
-        return self.quadric(c, out).clamp_(0.0, 1.0)
+        return self.quadric(ramp_coefficients(coefs, width), out).clamp_(0.0, 1.0)
 
 
 class Scratch:
@@ -143,8 +141,8 @@ class Pose:
 
     ``X`` and ``Y`` are float64 NumPy ``(N, 3)`` arrays (the coefficient arithmetic is tiny: NumPy does it faster
     than launching torch operations). :meth:`ellipse` and :meth:`line` give the coefficients, on the
-    :class:`Canvas` basis, of an ellipse's squared radius and of a linear function in patient coordinates;
-    :meth:`coords` gives ``x`` and ``y`` themselves when a formula needs them pixel by pixel.
+    :class:`Canvas` basis, of an ellipse's squared radius and of a linear function in patient coordinates
+    (``canvas.quadric(pose.line(a=1.0))`` is ``x`` at every pixel).
     """
 
     def __init__(self, X: np.ndarray, Y: np.ndarray):
@@ -160,10 +158,6 @@ class Pose:
 
     def __getitem__(self, index) -> "Pose":
         return Pose(self.X[index], self.Y[index])
-
-    def coords(self, canvas: Canvas) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(y, x)`` patient coordinates of every pixel, each ``(N, size, size)`` float32."""
-        return canvas.quadric(self.line(b=1.0)), canvas.quadric(self.line(a=1.0))
 
     def line(self, a=0.0, b=0.0, c=0.0) -> np.ndarray:
         """Coefficients of ``a·x + b·y + c`` (``a``, ``b``, ``c`` scalars or per-image arrays)."""
@@ -190,6 +184,13 @@ class Pose:
                          2 * (p[:, 1] * p[:, 2] + q[:, 1] * q[:, 2]), p[:, 2] ** 2 + q[:, 2] ** 2], 1)
 
 
+def ramp_coefficients(coefs: np.ndarray, width: float) -> np.ndarray:
+    """Coefficients of ``0.5 - q / width`` for the quadric ``q``: clamped to ``[0, 1]``, that is ``ramp(q, width)``."""
+    c = coefs * (-1.0 / width)
+    c[:, 5] += 0.5
+    return c
+
+
 def shift(q: np.ndarray, c) -> np.ndarray:
     """Coefficients of the quadric ``q - c`` (``c`` a number or one per image)."""
     out = q.copy()
@@ -203,13 +204,9 @@ def _as_col(v):
     return v.reshape(-1, 1) if v.ndim >= 1 else float(v)
 
 
-def ramp(d: torch.Tensor, width: float) -> torch.Tensor:
-    """A linear 0-to-1 ramp (anti-aliased edge): 1 where ``d <= -width/2``, 0 where ``d >= width/2`` (a new tensor)."""
-    return (d * (-1.0 / width)).add_(0.5).clamp_(0.0, 1.0)
-
-
 def ramp_(d: torch.Tensor, width: float) -> torch.Tensor:
-    """:func:`ramp` in place (``d`` is overwritten and returned)."""
+    """A linear 0-to-1 ramp (anti-aliased edge) in place: 1 where ``d <= -width/2``, 0 where ``d >= width/2``
+    (``d`` is overwritten and returned; ``_common.ramp`` is the NumPy version)."""
     return d.mul_(-1.0 / width).add_(0.5).clamp_(0.0, 1.0)
 
 

@@ -37,7 +37,7 @@ import torch
 
 from ...errors import ParameterError
 from ._common import PhantomBatch, balanced_labels, check_common, check_range, domain_args
-from ._torch import (Canvas, PixelNoise, Pose, apply_domain, blur, chunk_images, col, field_cells, lerp_,
+from ._torch import (Canvas, PixelNoise, Pose, _as_col, apply_domain, blur, chunk_images, col, field_cells, lerp_,
                      phantom_device, ramp_, render_chunks, shift, smooth_field, to_numpy, upsample)
 
 __all__ = ["chest_xray", "CXR_CLASSES"]
@@ -414,13 +414,13 @@ class _Posed(Pose):
         return Pose(np.repeat(self.X, r, 0), np.repeat(self.Y, r, 0))
 
 
-class _Surface:
-    """Where a chunk is drawn: quadrics of the patient coordinates at every pixel, into new or given tensors.
+class _Surface(Canvas):
+    """Where a chunk is drawn: a :class:`Canvas` whose basis may differ per image.
 
     ``basis`` is the :class:`Canvas` basis ``(6, size²)`` (the pose is affine: coefficients from the pose) or,
     with the elastic warp, each image's own ``x², x·y, y², x, y, 1`` of its warped patient coordinates,
     ``(N, 6, size²)``: those are not affine in the pixel grid, a quadric is then a batched matrix product and
-    its coefficients are those of the identity pose (see :func:`_geometry`).
+    its coefficients are those of the identity pose (see :func:`_geometry`). :meth:`Canvas.ramp` works on both.
     """
 
     def __init__(self, grid: Canvas, basis: torch.Tensor):
@@ -428,20 +428,13 @@ class _Surface:
 
     def quadric(self, coefs: np.ndarray, out: torch.Tensor | None = None) -> torch.Tensor:
         """``(N · R, 6)`` coefficients (``R`` rows per image, image-major) -> ``(N · R, size, size)`` float32."""
-        c = torch.from_numpy(np.ascontiguousarray(coefs, np.float32)).to(self.device, non_blocking=True)
         if self.basis.ndim == 2:
-            res = torch.mm(c, self.basis, out=None if out is None else out.view(len(c), -1))
-        else:
-            c = c.view(len(self.basis), -1, 6)
-            res = torch.bmm(c, self.basis, out=None if out is None else out.view(len(self.basis), -1,
-                                                                                  self.basis.shape[-1]))
+            return super().quadric(coefs, out)
+        c = torch.from_numpy(np.ascontiguousarray(coefs, np.float32)).to(self.device, non_blocking=True)
+        c = c.view(len(self.basis), -1, 6)
+        res = torch.bmm(c, self.basis, out=None if out is None else out.view(len(self.basis), -1,
+                                                                              self.basis.shape[-1]))
         return res.view(-1, self.size, self.size)
-
-    def ramp(self, coefs: np.ndarray, width: float, out: torch.Tensor | None = None) -> torch.Tensor:
-        """``ramp(q, width)`` of the quadric with ``coefs`` (the ramp's affine step folded into the product)."""
-        c = coefs * (-1.0 / width)
-        c[:, 5] += 0.5
-        return self.quadric(c, out).clamp_(0.0, 1.0)
 
 
 def _geometry(grid: Canvas, pose: Pose, warp) -> tuple[_Surface, "_Posed"]:
@@ -481,12 +474,6 @@ def _unit(m: int) -> np.ndarray:
     out = np.zeros((m, 6))
     out[:, 5] = 1.0
     return out
-
-
-def _as_col(v) -> np.ndarray:
-    """Per-image values as a float64 ``(N, 1)`` column (a scalar stays a scalar)."""
-    v = np.asarray(v, np.float64)
-    return v.reshape(-1, 1) if v.ndim else float(v)
 
 
 def _gamma_(v: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:

@@ -25,7 +25,8 @@ import torch
 from ...errors import ParameterError
 from ._common import PhantomBatch, balanced_labels, check_common, check_range, domain_args
 from ._torch import (Canvas, PixelNoise, Pose, Scratch, _gaussian_kernels, apply_domain, chunk_images, col,
-                     field_cells, lerp_, phantom_device, render_chunks, shift, smooth_field, to_numpy)
+                     field_cells, lerp_, phantom_device, ramp_coefficients, render_chunks, shift, smooth_field,
+                     to_numpy)
 
 __all__ = ["ct_slice", "CT_CLASSES", "mosmed_band"]
 
@@ -380,9 +381,8 @@ def _ramp_window(canvas: Canvas, coefs: np.ndarray, width: float, out: torch.Ten
     rows, cols = _support(coefs, width / 2.0, size)
     h, w = rows.stop - rows.start, cols.stop - cols.start
     basis = _window_basis(canvas, rows.start, rows.stop, cols.start, cols.stop)
-    c = coefs * (-1.0 / width)
-    c[:, 5] += 0.5
-    c = torch.from_numpy(np.ascontiguousarray(c, np.float32)).to(canvas.device, non_blocking=True)
+    c = torch.from_numpy(np.ascontiguousarray(ramp_coefficients(coefs, width), np.float32))
+    c = c.to(canvas.device, non_blocking=True)
     ramp = torch.mm(c, basis, out=out.view(-1)[:m * h * w].view(m, h * w)).view(m, h, w).clamp_(0.0, 1.0)
     return (slice(None), rows, cols), ramp
 
