@@ -188,11 +188,15 @@ def run_suite(profile: str, out: Path) -> Path:
     return out
 
 
-def suite_rows(run_dir: Path) -> tuple[list[dict], float | None, str]:
+def suite_rows(run_dir: Path) -> tuple[list[dict], float, float, str]:
+    """A run folder's rows, its total wall time (measured by :func:`run_suite`, else the sum of the lessons),
+    the sum of the lessons' wall times and when it was written."""
     payload = json.loads((run_dir / "results.json").read_text())
+    rows = payload["results"]
+    summed = sum(r["wall_time_s"] for r in rows)
     total_file = run_dir / "budgets_total_wall_s.txt"
-    total = float(total_file.read_text()) if total_file.exists() else None
-    return payload["results"], total, payload.get("written", "")
+    total = (float(total_file.read_text()) if total_file.exists() else 0.0) or summed
+    return rows, total, summed, payload.get("written", "")
 
 
 def t4_estimate(run_dir: Path, row: dict) -> float | None:
@@ -211,9 +215,7 @@ def minutes(seconds: float | None) -> str:
 
 def gpu_section(gpu_dir: Path) -> list[str]:
     """The gpu-profile budgets (90 s a lesson, 10 min in all) and each lesson's T4 estimate, from a run folder."""
-    rows, total, written = suite_rows(gpu_dir)
-    summed = sum(r["wall_time_s"] for r in rows)
-    total = total or summed
+    rows, total, summed, written = suite_rows(gpu_dir)
     estimates = [t4_estimate(gpu_dir, r) for r in rows]
     known = [e for e in estimates if e is not None]
     devices = sorted({json.loads((gpu_dir / r["notebook"] / "metrics.json").read_text()).get("machine", {}).get("gpu")
@@ -236,17 +238,13 @@ def gpu_section(gpu_dir: Path) -> list[str]:
 def suite_section(smoke_dir: Path | None, cpu_dir: Path | None) -> list[str]:
     lines = []
     if smoke_dir is not None:
-        rows, total, written = suite_rows(smoke_dir)
-        summed = sum(r["wall_time_s"] for r in rows)
-        total = total or summed
+        rows, total, summed, written = suite_rows(smoke_dir)
         lines += [f"**smoke** ({len(rows)} lessons, run folder `{smoke_dir}`, written {written}): total "
                   f"{total / 60:.1f} min (sum of lessons {summed / 60:.1f} min); budget 5 min: "
                   f"{ok(total < SMOKE_TOTAL_S)}; failures: "
                   + (", ".join(r["notebook"] for r in rows if r["status"] != "passed") or "none"), ""]
     if cpu_dir is not None:
-        rows, total, written = suite_rows(cpu_dir)
-        summed = sum(r["wall_time_s"] for r in rows)
-        total = total or summed
+        rows, total, summed, written = suite_rows(cpu_dir)
         lines += [f"**cpu** ({len(rows)} lessons, run folder `{cpu_dir}`, written {written}): total "
                   f"{total / 60:.1f} min (sum of lessons {summed / 60:.1f} min); budget 25 min: "
                   f"{ok(total < CPU_TOTAL_S)}", "",
