@@ -15,7 +15,12 @@ Profiles:
     A laptop or Binder (2 cores, under 2 GB of RAM): each notebook a few
     minutes, results worth reading.
 ``gpu``
-    A course lab with a CUDA GPU: full sizes.
+    A course lab with a CUDA GPU: 128-pixel images, thousands of them,
+    ResNet-18 and wider U-Nets. Its epochs, grids and seeds are sized so that
+    each lesson's training takes under a minute on one H100/H200-class GPU
+    by the estimate of ``benchmarks/gpu_plan.py`` (gradient steps priced at
+    the launch-bound step time measured there); the real times are measured
+    by ``benchmarks/gpu_check.py``.
 ``auto``
     ``gpu`` when CUDA is available, otherwise ``cpu``.
 
@@ -129,11 +134,11 @@ PROFILES: dict[str, Profile] = {
         n_train=4000,
         n_val=500,
         n_test=1000,
-        epochs=30,
+        epochs=15,
         batch_size=64,
         base_channels=32,
         classifier="resnet18",
-        seeds=5,
+        seeds=3,
         bootstrap=2000,
         num_workers=4,
     ),
@@ -170,10 +175,10 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
                 "pretrain_steps": 250, "pretrain_lr": 1e-2, "target_task": _CXR_PNEUMONIA, "ae_n": 2000,
                 "ae_steps": 200, "ae_lr": 3e-3, "ae_sparsity": 1e-2, "baseline_C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
                 "baseline_size": None},
-        "gpu": {"sizes": [25, 100, 400, 1000, 4000], "epochs": 6, "samples_per_epoch": 4096, "lr": 1e-3,
+        "gpu": {"sizes": [25, 100, 500, 2000], "epochs": 2, "samples_per_epoch": 2048, "lr": 1e-3,
                 "lr_probe": 1e-3, "lr_backbone": 3e-4, "lr_head": 1e-3, "width": 32, "pretrain_task": "cxr_covid",
-                "pretrain_n": 20000, "pretrain_steps": 4000, "pretrain_lr": 1e-3, "target_task": _CXR_PNEUMONIA,
-                "ae_n": 8000, "ae_steps": 2000, "ae_lr": 1e-3, "ae_sparsity": 1e-2, "baseline_C": [1e-3, 1e-2, 1e-1],
+                "pretrain_n": 8000, "pretrain_steps": 1000, "pretrain_lr": 1e-3, "target_task": _CXR_PNEUMONIA,
+                "ae_n": 4000, "ae_steps": 500, "ae_lr": 1e-3, "ae_sparsity": 1e-2, "baseline_C": [1e-3, 1e-2, 1e-1],
                 "baseline_size": 64},
     },
     # 07: lr: AdamW learning rate; lesion_contrast: of the chest X-ray phantoms (2.25: the cpu small CNN learns the
@@ -224,7 +229,7 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
                 "cam_images": 8, "variation": {"pose": 1.0, "deformation": 1.0, "blur_jitter": 0.5,
                                                "intensity_mixture": 0.3, "bias": 0.05},
                 "baseline_C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0], "baseline_size": None},
-        "gpu": {"epochs": 30, "shortcut_epochs": 30, "lr": 1e-3, "width": 32, "marker_correlation": 1.0,
+        "gpu": {"epochs": 20, "shortcut_epochs": 10, "lr": 1e-3, "width": 32, "marker_correlation": 1.0,
                 "cam_images": 8, "variation": {"pose": 1.5, "deformation": 1.5, "blur_jitter": 1.0,
                                                "intensity_mixture": 0.6, "bias": 0.1},
                 "baseline_C": [1e-4, 1e-3, 1e-2], "baseline_size": 32},
@@ -237,7 +242,7 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
                   "depth": 2, "lr": 3e-3},
         "cpu": {"n_train": 320, "n_val": 64, "n_test": 200, "epochs": 6, "batch_size": 8, "base_channels": 8,
                 "depth": 3, "lr": 3e-3},
-        "gpu": {"n_train": 4000, "n_val": 500, "n_test": 1000, "epochs": 30, "batch_size": 64, "base_channels": 32,
+        "gpu": {"n_train": 4000, "n_val": 500, "n_test": 1000, "epochs": 15, "batch_size": 64, "base_channels": 16,
                 "depth": 4, "lr": 1e-3},
     },
     "04_covid_ct_lesion_segmentation": {
@@ -245,7 +250,7 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
                   "depth": 2, "lr": 3e-3},
         "cpu": {"n_train": 400, "n_val": 64, "n_test": 200, "epochs": 8, "batch_size": 8, "base_channels": 8,
                 "depth": 3, "lr": 3e-3},
-        "gpu": {"n_train": 4000, "n_val": 500, "n_test": 1000, "epochs": 30, "batch_size": 64, "base_channels": 32,
+        "gpu": {"n_train": 4000, "n_val": 500, "n_test": 1000, "epochs": 20, "batch_size": 64, "base_channels": 32,
                 "depth": 4, "lr": 1e-3},
     },
     # 08: stream_images: phantoms drawn in the timed epoch of PhantomStream (section 6)
@@ -292,7 +297,7 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
         "cpu": {"seg_train": 300, "seg_epochs_fraction": 0.75, "seg_base": 8, "seg_depth": 3, "lr": 3e-3,
                 "crop_size": 32, "margin": 4, "degrade": [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
                 "baseline_C": [1e-4, 1e-3, 1e-2, 1e-1, 1.0], "baseline_size": None},
-        "gpu": {"seg_train": 4000, "seg_epochs_fraction": 0.75, "seg_base": 32, "seg_depth": 4, "lr": 3e-3,
+        "gpu": {"seg_train": 4000, "seg_epochs_fraction": 0.75, "seg_base": 16, "seg_depth": 4, "lr": 3e-3,
                 "crop_size": 64, "margin": 8, "degrade": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0],
                 "baseline_C": [1e-3, 1e-2, 1e-1], "baseline_size": 64},
     },
@@ -329,7 +334,7 @@ LESSON_KNOBS: dict[str, dict[str, dict]] = {
                 "cls_n_train": 80, "cls_n_val": 20, "cls_n_test": 60, "cls_width": 8, "cls_batch_size": 8,
                 "cls_lr": 3e-3, "cls_epochs": 10, "cls_logreg_c": 0.01},
         "gpu": {"voxel_mm": 3.0, "n_train": 40, "n_val": 8, "n_test": 20, "patch": 32, "foreground": 0.7,
-                "patches": 4000, "val_patches": 128, "batch_size": 8, "slice_batch": 32, "epochs": 4,
+                "patches": 2000, "val_patches": 128, "batch_size": 8, "slice_batch": 32, "epochs": 4,
                 "base_channels": 16, "depth": 3, "lr": 2e-3, "overlap": 0.5, "cls_voxel_mm": 4.0,
                 "cls_n_train": 240, "cls_n_val": 60, "cls_n_test": 160, "cls_width": 16, "cls_batch_size": 16,
                 "cls_lr": 1e-3, "cls_epochs": 20, "cls_logreg_c": 0.01},
