@@ -805,9 +805,10 @@ def measure_phantoms(kind: str = "ct_slice", size: int = 64, n: int = 256, repea
     """Phantom generation speed: images per second of ``medlab.data.phantoms.<kind>(n, size)``.
 
     One warm-up call of 8 images; then ``repeats`` calls with different seeds;
-    median and spread over the repeats. The chest X-ray and CT phantoms are
-    rendered on ``device`` (the device the training rows of the same run use)
-    and timed until the images are there; the others always run on the CPU.
+    median and spread over the repeats. The phantoms rendered with torch
+    (``medlab.data.stream.STREAM_KINDS``) are rendered on ``device`` (the
+    device the training rows of the same run use) and timed until the images
+    are there; the others always run on the CPU.
     """
     import torch
 
@@ -815,8 +816,9 @@ def measure_phantoms(kind: str = "ct_slice", size: int = 64, n: int = 256, repea
     from .data.stream import STREAM_KINDS
 
     generator = getattr(phantoms, kind, None)
-    if generator is None or kind not in ("chest_xray", "ct_slice", "lung_ultrasound", "us_nodule"):
-        raise ParameterError(f"unknown phantom kind {kind!r}; use chest_xray, ct_slice, lung_ultrasound or us_nodule")
+    if generator is None or kind not in ("chest_xray", "ct_slice", "lung_ultrasound", "us_nodule", "fundus"):
+        raise ParameterError(f"unknown phantom kind {kind!r}; use chest_xray, ct_slice, lung_ultrasound, us_nodule "
+                             f"or fundus")
     dev = _resolve_device(device) if kind in STREAM_KINDS else torch.device("cpu")
     on_device = {"device": dev, "as_tensors": True} if kind in STREAM_KINDS else {}
     generator(8, size=size, seed=seed, **on_device)

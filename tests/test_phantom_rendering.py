@@ -15,6 +15,7 @@ from medlab.data import PhantomStream
 from medlab.data import phantoms as P
 from medlab.data.phantoms import _common, _torch
 from medlab.errors import ParameterError
+from rendering_support import force_device_noise, on_threads
 
 BEFORE = {
     "default": (dict(n=10, size=64, seed=0),
@@ -75,19 +76,13 @@ def test_chunks_read_the_random_stream_as_the_numpy_renderer_did(kind):
 
 def test_threads_do_not_change_the_images():
     """One torch thread or two (each operation shared between them): the same bytes."""
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)
-        one = [P.ct_slice(300, size=32, seed=2), P.chest_xray(300, size=32, seed=2, pose=1.0, bias=0.1)]
-        torch.set_num_threads(2)
-        two = [P.ct_slice(300, size=32, seed=2), P.chest_xray(300, size=32, seed=2, pose=1.0, bias=0.1)]
-    finally:
-        torch.set_num_threads(threads)
+    def make():
+        return [P.ct_slice(300, size=32, seed=2), P.chest_xray(300, size=32, seed=2, pose=1.0, bias=0.1)]
+    one, two = on_threads(1, make), on_threads(2, make)
     for a, b in zip(one, two):
         np.testing.assert_array_equal(a.images, b.images)
         for k in a.masks:
             np.testing.assert_array_equal(a.masks[k], b.masks[k])
-        assert torch.get_num_threads() == threads
 
 
 @pytest.mark.parametrize("generator", [P.ct_slice, P.chest_xray])
@@ -107,15 +102,8 @@ def test_as_tensors_returns_the_same_phantoms_as_tensors(generator):
 @pytest.mark.parametrize("generator", [P.ct_slice, P.chest_xray])
 def test_device_noise_stream_keeps_parameters_and_is_reproducible(generator, monkeypatch):
     """On a GPU the pixel noise comes from a torch generator: exercised here on the CPU by forcing that branch."""
-    original = _torch.PixelNoise.__init__
-
-    def torch_stream(self, rng, seed, device):
-        original(self, rng, seed, device)
-        state = np.random.SeedSequence(int(seed), spawn_key=(11,)).generate_state(1)
-        self.gen = torch.Generator().manual_seed(int(state[0]))
-
     reference = generator(16, size=32, seed=7)
-    monkeypatch.setattr(_torch.PixelNoise, "__init__", torch_stream)
+    force_device_noise(monkeypatch)
     first, second = generator(16, size=32, seed=7), generator(16, size=32, seed=7)
     np.testing.assert_array_equal(first.images, second.images)          # same seed and device, same images
     np.testing.assert_array_equal(first.labels, reference.labels)        # per-image draws do not depend on it
@@ -261,8 +249,8 @@ def test_stream_masks_and_knobs():
     images, masks = next(iter(stream))
     assert images.shape == (4, 1, 32, 32) and masks.shape == (4, 32, 32) and masks.dtype == torch.int64
     assert stream.class_names == ["background", "lung"]
-    with pytest.raises(ParameterError, match="us_nodule"):
-        PhantomStream("us_nodule", n=8, batch_size=4)
+    with pytest.raises(ParameterError, match="lung_ultrasound_clips"):
+        PhantomStream("lung_ultrasound_clips", n=8, batch_size=4)
     with pytest.raises(ParameterError, match="batch_size"):
         PhantomStream("ct_slice", n=8, batch_size=0)
     with pytest.raises(ParameterError):

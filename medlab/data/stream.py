@@ -18,7 +18,7 @@ from ..errors import ParameterError
 __all__ = ["PhantomStream", "STREAM_KINDS"]
 
 #: Phantom kinds rendered with torch on the device (the others are drawn with NumPy on the CPU).
-STREAM_KINDS = ("chest_xray", "ct_slice")
+STREAM_KINDS = ("chest_xray", "ct_slice", "lung_ultrasound", "fundus", "us_nodule")
 
 
 class PhantomStream:
@@ -30,7 +30,8 @@ class PhantomStream:
     own derived seed), so memory stays bounded whatever ``n`` is.
 
     Args:
-        kind: ``chest_xray`` or ``ct_slice`` (:data:`STREAM_KINDS`).
+        kind: ``chest_xray``, ``ct_slice``, ``lung_ultrasound`` (frames), ``fundus`` (RGB) or ``us_nodule``
+            (:data:`STREAM_KINDS`).
         n: images per epoch.
         batch_size: images per batch (the last batch of an epoch may be smaller).
         size: image side in pixels.
@@ -89,7 +90,7 @@ class PhantomStream:
         return int(state[0])
 
     def draw(self, n: int, seed: int):
-        """``n`` phantoms from ``seed`` on the device: ``(images (n, 1, H, W) float32, targets)`` tensors."""
+        """``n`` phantoms from ``seed`` on the device: ``(images (n, C, H, W) float32, targets)`` tensors."""
         from .phantoms import window as _window
 
         batch = self._generator(n, size=self.size, seed=seed, device=self.device, as_tensors=True, **self.knobs)

@@ -20,7 +20,7 @@ Conventions (every generator follows them):
   drawn from when the knobs are off), so a call is reproducible for the same
   arguments: bit for bit on one machine, and up to the last bit of NumPy's
   vectorised transcendental functions across CPUs.
-* The chest X-ray and CT phantoms render their pixels with torch on a chosen
+* The chest X-ray, CT, lung ultrasound, ultrasound nodule and fundus phantoms render their pixels with torch on a chosen
   ``device`` (``_torch``): the same draws in the same order on the CPU; on a
   GPU the per-pixel noise comes from a torch generator on the GPU instead.
   The helpers below are the NumPy versions the other phantoms still use.

@@ -33,7 +33,7 @@ from ...errors import ParameterError
 
 __all__ = ["phantom_device", "Canvas", "Scratch", "Pose", "shift", "ramp_", "ramp_coefficients", "PixelNoise",
            "blur", "resize", "upsample", "smooth_field", "apply_domain", "field_cells", "render_chunks",
-           "chunk_images", "col", "to_numpy", "lerp_"]
+           "chunk_images", "col", "to_numpy", "lerp_", "blur1d", "binomial", "speckle"]
 
 
 def phantom_device(device) -> torch.device:
@@ -384,3 +384,58 @@ def lerp_(img: torch.Tensor, weight: torch.Tensor, value) -> torch.Tensor:
         value = torch.tensor(float(value), dtype=img.dtype, device=img.device)
     return img.lerp_(value, weight)  # ``value`` broadcasts (a 0-d tensor is faster than an expanded one)
 
+
+def blur1d(x: torch.Tensor, sigma, dim: int = -1) -> torch.Tensor:
+    """Gaussian blur of a stack ``(N, ...)`` along one axis ``dim``, as scipy's ``gaussian_filter1d`` (mode
+    ``nearest``, 3 sigma); float32, a new tensor.
+
+    ``sigma`` in pixels: a number, or one per image (length ``N``; 0 leaves that image as it is). Two calls give
+    an anisotropic blur (``_common.blur(x, (sy, sx))`` is ``blur1d(blur1d(x, sy, -2), sx, -1)``).
+    """
+    s = torch.as_tensor(np.asarray(sigma, np.float64) if not isinstance(sigma, torch.Tensor) else sigma,
+                        device=x.device).reshape(-1)
+    if len(x) == 0 or float(s.max()) <= 0:
+        return x.float().clone()
+    xt = x.float().movedim(dim, -1)
+    n, length = xt.shape[0], xt.shape[-1]
+    radius = int(3.0 * float(s.max()) + 0.5)
+    k = _gaussian_kernels(s.expand(n) if len(s) == 1 else s, radius)  # (N, 2 radius + 1)
+    rows = xt.numel() // max(1, n * length)
+    t = F.pad(xt.reshape(1, n * rows, length), (radius, radius), mode="replicate")
+    if len(s) == 1:  # one kernel: a weighted sum of shifted copies (faster than a grouped convolution on a CPU)
+        w = k[0].tolist()
+        out = t[..., 0:length] * w[0]
+        for i in range(1, 2 * radius + 1):
+            out.add_(t[..., i:i + length], alpha=w[i])
+        return out.reshape(xt.shape).movedim(-1, dim)
+    out = F.conv1d(t, k.repeat_interleave(rows, 0)[:, None], groups=n * rows)
+    return out.reshape(xt.shape).movedim(-1, dim)
+
+
+def binomial(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """One ``[1, 2, 1] / 4`` smoothing pass along ``dim`` (edges repeated), a new tensor: the NumPy phantoms'
+    pass, with the same float operations in the same order (so the same bits)."""
+    x = x.movedim(dim, -1)
+    out = torch.empty_like(x)
+    torch.add(x[..., :-2], x[..., 2:], out=out[..., 1:-1])
+    out[..., 1:-1].add_(x[..., 1:-1], alpha=2.0)
+    out[..., 0] = x[..., 0] * 3.0 + x[..., 1]
+    out[..., -1] = x[..., -1] * 3.0 + x[..., -2]
+    return out.mul_(0.25).movedim(-1, dim)
+
+
+def speckle(noise: PixelNoise, shape, lateral_passes: int = 2) -> torch.Tensor:
+    """Fully developed ultrasound speckle ``shape`` (``(..., H, W)``) on ``noise.device``, mean 1 per image.
+
+    The envelope of a complex Gaussian field (two standard normal fields drawn from ``noise``, real part first)
+    smoothed by a point-spread function longer laterally than axially: one :func:`binomial` pass along the
+    rows' axis (depth), ``lateral_passes`` along the columns. On the CPU with a NumPy stream, the field of the
+    earlier NumPy renderer (its ``speckle_field(rng, shape, lateral_passes)``) up to float rounding.
+    """
+    re, im = noise.standard_normal(shape), noise.standard_normal(shape)
+    re, im = re.to(noise.device), im.to(noise.device)
+    re, im = binomial(re, -2), binomial(im, -2)
+    for _ in range(lateral_passes):
+        re, im = binomial(re, -1), binomial(im, -1)
+    env = re.mul_(re).add_(im.mul_(im)).sqrt_()
+    return env.div_(env.mean(dim=(-2, -1), keepdim=True))

@@ -215,7 +215,7 @@ def _render(p, labels, size, draws, canvas, lesion_contrast, count, sigma_noise,
     dev = canvas.device
     m = len(labels)
     shape = (m, size, size)
-    t1, t2, t3 = work("t1", *shape), work("t2", *shape), work("t3", *shape)
+    t1, t2 = work("t1", *shape), work("t2", *shape)
     f64 = lambda v: torch.as_tensor(np.asarray(v, np.float64), device=dev)  # noqa: E731
     pose = Pose.rotation(p["angle"], p["scale"], p["tx"], p["ty"])
     y = canvas.quadric(pose.line(b=1.0), out=work("y", *shape))

@@ -15,15 +15,20 @@ malignant
 
 ``attrs["severity"]`` is a TI-RADS-like level (1 to 5) from the points the
 nodule's drawn features score (echogenicity, shape, margin, echogenic foci).
+
+The pixels are rendered in batches with torch, on the CPU or a GPU (``device``);
+on the CPU they are the images of the earlier NumPy renderer up to float rounding.
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ...errors import ParameterError
-from .ultrasound import speckle_field
-from ._common import (PhantomBatch, apply_domain, balanced_labels, blur, check_common, check_range,
-                      chunk_size, col, domain_args, grid, ramp, render_in_chunks, smooth_field)
+from ._common import PhantomBatch, balanced_labels, check_common, check_range, domain_args
+from ._torch import (Canvas, PixelNoise, apply_domain, blur, chunk_images, col, field_cells, phantom_device, ramp_,
+                     render_chunks, smooth_field, to_numpy)
+from ._torch import speckle as speckle_tensor
 
 __all__ = ["us_nodule", "NODULE_CLASSES", "tirads_level"]
 
@@ -42,13 +47,13 @@ def us_nodule(n: int, size: int = 64, seed: int = 0, *, organ: str = "thyroid",
               lesion_contrast: float = 1.0, lesion_size: float = 1.0, count: float = 1.0,
               noise: float = 0.04, speckle: float = 0.8, overlap: float = 0.35,
               domain="A", intensity_scale=None, intensity_offset=None, blur=None,
-              noise_texture=None, resolution=None) -> PhantomBatch:
+              noise_texture=None, resolution=None, device=None, as_tensors: bool = False) -> PhantomBatch:
     """Generate ``n`` ultrasound images of a nodule, benign or malignant, with its mask.
 
     Args:
         n: number of images; benign and malignant are balanced.
         size: side of the square images in pixels.
-        seed: seed of the only random generator used.
+        seed: seed of the random generator (same seed, same images).
         organ: ``thyroid`` (strap muscles, carotid artery, homogeneous gland) or
             ``breast`` (subcutaneous fat, Cooper's ligaments, fibroglandular tissue).
         lesion_contrast: difficulty: scale of the nodule's echogenicity difference from the gland.
@@ -61,6 +66,12 @@ def us_nodule(n: int, size: int = 64, seed: int = 0, *, organ: str = "thyroid",
             distribution except through the label noise of real life).
         domain, intensity_scale, intensity_offset, blur, noise_texture, resolution:
             scanner knobs (see :class:`Domain`).
+        device: where the pixels are rendered: ``None`` or ``"cpu"`` (default), ``"cuda"``, ``"auto"`` (the
+            GPU when there is one). The per-image parameters and labels are the same on every device; the
+            pixel noise on a GPU comes from a generator on the GPU, so a GPU renders other (equally likely)
+            noise than the CPU. Same seed and device, same images.
+        as_tensors: return ``images``, ``masks`` and ``labels`` as torch tensors on ``device`` instead of
+            NumPy arrays (for drawing training data on the device; ``attrs`` stay NumPy).
 
     Returns:
         :class:`PhantomBatch` with ``images`` ``(n, 1, size, size)`` in [0, 1];
@@ -80,6 +91,7 @@ def us_nodule(n: int, size: int = 64, seed: int = 0, *, organ: str = "thyroid",
     speckle = check_range("speckle", speckle, 0.0, 1.0)
     overlap = check_range("overlap", overlap, 0.0, 1.0)
     dom = domain_args(domain, intensity_scale, intensity_offset, blur, noise_texture, resolution)
+    dev = phantom_device(device)
 
     rng = np.random.default_rng(seed)
     labels = balanced_labels(n, 2, rng)
@@ -115,18 +127,31 @@ def us_nodule(n: int, size: int = 64, seed: int = 0, *, organ: str = "thyroid",
         "layer": rng.uniform(0.15, 0.3, n) if organ == "thyroid" else rng.uniform(0.25, 0.4, n),
         "carotid_x": np.where(rng.uniform(size=n) < 0.5, -1.0, 1.0) * rng.uniform(0.7, 0.85, n),
     }
-    images = np.empty((n, 1, size, size), np.float32)
-    mask = np.empty((n, size, size), np.int64)
-    render_in_chunks(p, n, chunk_size(size),
-                     lambda sub, s, e: _render(sub, size, rng, organ, lesion_contrast, noise, speckle, dom),
-                     (images[:, 0], mask))
+    canvas, noise_source = Canvas(size, dev), PixelNoise(rng, seed, dev)
+    with torch.no_grad():
+        chunks = render_chunks(
+            n, chunk_images(size, dev), dev,
+            lambda s, e: _draw_pixels(noise_source, e - s, size),
+            lambda s, e, draws: _render({k: v[s:e] for k, v in p.items()}, canvas, draws, organ, lesion_contrast,
+                                        speckle, noise, dom))
+        if chunks:
+            images, mask = (torch.cat(part) for part in zip(*chunks))
+        else:
+            images = torch.zeros((0, size, size), device=dev)
+            mask = torch.zeros((0, size, size), dtype=torch.uint8, device=dev)
+        nodule_px = to_numpy(mask.sum(dim=(1, 2)))
+        images, mask = images[:, None], mask.to(torch.int64)
+    if as_tensors:
+        labels = torch.as_tensor(labels, device=dev)
+    else:
+        images, mask = to_numpy(images), to_numpy(mask)
 
     points = (np.where(echo < 0.5, 3, np.where(echo < 0.85, 2, 1))  # very hypo / hypo / iso-hyper
               + 3 * (aspect < 1.0)  # taller than wide
               + 2 * ((irregular > 0.05) | (spic > 0))  # irregular or lobulated margin
               + 3 * (n_calc > 0))  # punctate echogenic foci
     attrs = {
-        "lesion_area": (mask.sum(axis=(1, 2)) / float(size * size)).astype(np.float32),
+        "lesion_area": (nodule_px / float(size * size)).astype(np.float32),
         "aspect": aspect.astype(np.float32),
         "irregularity": (irregular + spic).astype(np.float32),
         "spiculated": (spic > 0).astype(np.int64),
@@ -144,90 +169,113 @@ def us_nodule(n: int, size: int = 64, seed: int = 0, *, organ: str = "thyroid",
         default_mask="nodule", kind="us_nodule", units="a.u.", params=params)
 
 
-def _render(p, size, rng, organ, lesion_contrast, noise, speckle, dom):
+def _draw_pixels(noise: PixelNoise, m: int, size: int) -> dict:
+    """The random numbers of one chunk of ``m`` images, in the order the renderer has always drawn them: the
+    background's texture, the nodule's inner texture, the speckle, the scanner noise."""
+    return {"texture": field_cells(noise, m, max(6, size // 8)),
+            "inner": field_cells(noise, m, max(8, size // 5)),
+            "speckle": speckle_tensor(noise, (m, size, size), lateral_passes=2 if size >= 64 else 1),
+            "z": noise.standard_normal((m, size, size)).to(noise.device)}
+
+
+def _render(p, canvas: Canvas, draws, organ, lesion_contrast, speckle_level, sigma_noise, dom):
+    """Render one chunk on ``canvas.device``: tensors ``(images (m, size, size), nodule mask uint8)``; ``draws``
+    from :func:`_draw_pixels`."""
+    dev, size = canvas.device, canvas.size
     m = len(p["aspect"])
-    yy, x = grid(size)
-    d = (yy + 1.0) / 2.0  # depth 0 (skin) .. 1
+    c = lambda v: col(v, dev)  # noqa: E731  per-image values as (m, 1, 1) float32
+    x = canvas.x0
+    d = (canvas.y0 + 1.0) / 2.0  # depth 0 (skin) .. 1
     edge = 2.0 / size
 
     # background layers: skin, subcutaneous layer / strap muscles, gland, deep tissue
-    tex = smooth_field(rng, m, size, cells=max(6, size // 8))
-    layer_end = col(p["layer"])
-    skin = np.exp(-((d - 0.025) * size / 1.5) ** 2) * 0.6
+    tex = smooth_field(draws["texture"], size)
+    layer_end = c(p["layer"])
+    skin = _gauss_((d - 0.025).mul_(size).div_(1.5)) * 0.6
     if organ == "thyroid":
         sub = 0.22 + 0.03 * tex  # strap muscles: hypoechoic, striated
-        sub = sub + 0.06 * (np.sin(d * 90.0 + 0.4 * tex) > 0.6)
-        gland = col(p["gland"]) + 0.04 * tex
+        sub = sub + 0.06 * (torch.sin(d * 90.0 + 0.4 * tex) > 0.6)
+        gland = c(p["gland"]) + 0.04 * tex
         deep = 0.18
     else:
         sub = 0.2 + 0.05 * tex  # subcutaneous fat lobules
         # Cooper's ligaments: bright oblique curves
-        sub = sub + 0.45 * (np.abs(np.sin((x * 3.0 + d * 6.0) * 2.0 + 1.5 * tex)) < 0.15)
-        gland = col(p["gland"]) + 0.1 * tex
+        sub = sub + 0.45 * (torch.sin((x * 3.0 + d * 6.0) * 2.0 + 1.5 * tex).abs() < 0.15)
+        gland = c(p["gland"]) + 0.1 * tex
         deep = 0.25
-    in_gland = ramp(layer_end - d, edge) * ramp(d - 0.85, 0.04)
+    in_gland = ramp_(layer_end - d, edge) * ramp_(d - 0.85, 0.04)
     amp = sub * (1 - in_gland) + gland * in_gland
-    amp = amp * ramp(0.85 - d, 0.04) + deep * ramp(d - 0.85, 0.04)
+    amp = amp * ramp_(0.85 - d, 0.04) + deep * ramp_(d - 0.85, 0.04)
     amp = amp + skin
     if organ == "thyroid":
         # carotid artery at one side: anechoic, with posterior enhancement below it
-        r2 = ((x - col(p["carotid_x"])) / 0.16) ** 2 + ((d - 0.45) / 0.14) ** 2
-        amp = amp * (1 - 0.92 * ramp(r2 - 1.0, 0.25))
+        r2 = ((x - c(p["carotid_x"])) / 0.16) ** 2 + ((d - 0.45) / 0.14) ** 2
+        amp = amp * (1 - 0.92 * ramp_(r2 - 1.0, 0.25))
 
     # nodule boundary in polar coordinates around its centre
-    a = col(p["angle"])
-    sx = col(p["r0"] * np.sqrt(p["aspect"]))  # half-width
-    sy = col(p["r0"] / np.sqrt(p["aspect"]))  # half-height
-    dx, dy = x - col(p["cx"]), (d - col(p["cy"])) * 2.0
-    u = (np.cos(a) * dx + np.sin(a) * dy) / sx
-    v = (-np.sin(a) * dx + np.cos(a) * dy) / sy
-    rho = np.sqrt(u * u + v * v)
-    phi = np.arctan2(v, u)
-    border = 1.0 + np.zeros_like(rho)
-    irr = col(p["irregular"])
+    a = c(p["angle"])
+    sx = c(p["r0"] * np.sqrt(p["aspect"]))  # half-width
+    sy = c(p["r0"] / np.sqrt(p["aspect"]))  # half-height
+    dx, dy = x - c(p["cx"]), (d - c(p["cy"])) * 2.0
+    u = (torch.cos(a) * dx + torch.sin(a) * dy) / sx
+    v = (-torch.sin(a) * dx + torch.cos(a) * dy) / sy
+    rho = torch.sqrt(u * u + v * v)
+    phi = torch.atan2(v, u)
+    border = torch.ones_like(rho)
+    irr = c(p["irregular"])
     for j, k in enumerate((2, 3, 4, 5, 7, 9)):
-        border += irr * col(p["harm_amp"][:, j] / (1 + 0.3 * j)) * np.cos(k * phi + col(p["harm_phase"][:, j]))
-    sp = p["spic"] > 0
-    if sp.any():
-        wav = np.cos(col(p["spic_k"]) * phi + col(p["spic_phase"]) + 0.6 * np.sin(2 * phi))
-        border += col(p["spic"]) * np.clip(wav, 0, 1) ** 6
+        border += irr * c(p["harm_amp"][:, j] / (1 + 0.3 * j)) * torch.cos(k * phi + c(p["harm_phase"][:, j]))
+    if (p["spic"] > 0).any():
+        wav = torch.cos(c(p["spic_k"]) * phi + c(p["spic_phase"]) + 0.6 * torch.sin(2 * phi))
+        border += c(p["spic"]) * torch.clip(wav, 0, 1) ** 6
     # edge width in rho units: about one pixel
-    e_rho = edge / np.minimum(sx, sy)
-    inside = ramp(rho - border, 2 * e_rho)
+    e_rho = edge / torch.minimum(sx, sy)
+    inside = _ramp_w(rho - border, 2 * e_rho)
     nodule_mask = inside >= 0.5
 
-    echo = 1.0 + lesion_contrast * (col(p["echo"]) - 1.0)
-    inner_tex = 1.0 + 0.06 * smooth_field(rng, m, size, cells=max(8, size // 5))
+    echo = 1.0 + lesion_contrast * (c(p["echo"]) - 1.0)
+    inner_tex = 1.0 + 0.06 * smooth_field(draws["inner"], size)
     amp = amp * (1 - inside) + inside * amp * echo * inner_tex
     # halo: a thin hypoechoic rim (benign)
     if p["halo"].any():
-        rim = ramp(np.abs(rho - border) - 0.08, 2 * e_rho) * col(p["halo"])
+        rim = _ramp_w((rho - border).abs() - 0.08, 2 * e_rho) * c(p["halo"])
         amp = amp * (1 - 0.5 * lesion_contrast * rim)
     # posterior features: enhancement (>1) or shadowing (<1) in a column below the nodule
-    below = ramp(np.abs(dx) - sx * 0.8, 0.05) * ramp(col(p["cy"]) + sy / 2 - d, 0.03) * (1 - inside)
-    amp = amp * (1 + below * (col(p["posterior"]) - 1) * lesion_contrast)
+    below = ramp_(dx.abs() - sx * 0.8, 0.05) * ramp_(c(p["cy"]) + sy / 2 - d, 0.03) * (1 - inside)
+    amp = amp * (1 + below * (c(p["posterior"]) - 1) * lesion_contrast)
 
     # microcalcifications: bright punctate foci inside the nodule
-    calc = np.zeros_like(amp)
+    calc = torch.zeros_like(amp)
     on = np.arange(_MAX_CALC)[None] < p["n_calc"][:, None]
     if on.any():
         cr, ct = p["calc_r"], p["calc_t"]
         cu, cv = cr * np.cos(ct), cr * np.sin(ct)
         ang = p["angle"][:, None]
-        sxv, syv = sx[:, 0, 0][:, None], sy[:, 0, 0][:, None]
+        sxv = np.asarray(p["r0"] * np.sqrt(p["aspect"]), np.float32)[:, None]  # as the float32 columns above
+        syv = np.asarray(p["r0"] / np.sqrt(p["aspect"]), np.float32)[:, None]
         px = p["cx"][:, None] + np.cos(ang) * cu * sxv - np.sin(ang) * cv * syv
         py = p["cy"][:, None] + (np.sin(ang) * cu * sxv + np.cos(ang) * cv * syv) / 2.0
         ix = np.clip(((px + 1) / 2 * size).astype(int), 0, size - 1)
         iy = np.clip((py * size).astype(int), 0, size - 1)
         idx = np.broadcast_to(np.arange(m)[:, None], ix.shape)
-        np.add.at(calc, (idx[on], iy[on], ix[on]), 1.0)
-        calc = np.clip(blur(calc, 0.5 * max(1.0, size / 96)) * 4.0, 0, 1) * nodule_mask
+        flat = torch.as_tensor((idx[on] * size + iy[on]) * size + ix[on], device=dev)
+        calc.view(-1).index_put_((flat,), torch.ones(len(flat), device=dev), accumulate=True)
+        calc = blur(calc, 0.5 * max(1.0, size / 96)).mul_(4.0).clamp_(0, 1) * nodule_mask
 
     # speckle, attenuation, gain, log compression
-    env = speckle_field(rng, (m, size, size), lateral_passes=2 if size >= 64 else 1)
-    amp = amp * ((1 - speckle) + speckle * env) + 1.2 * calc
-    amp = amp * np.exp(-col(p["atten"]) * d) * col(p["gain"])
-    img = np.log1p(8.0 * np.clip(amp, 0, None)) / np.log1p(8.0 * 1.2)
-    img = apply_domain(img, rng, dom, noise)
-    np.clip(img, 0.0, 1.0, out=img)
-    return img, nodule_mask.astype(np.int64)
+    amp = amp * ((1 - speckle_level) + speckle_level * draws["speckle"]) + 1.2 * calc
+    amp = amp * torch.exp(-c(p["atten"]) * d) * c(p["gain"])
+    img = torch.log1p(amp.clamp_min_(0.0).mul_(8.0)).div_(float(np.log1p(8.0 * 1.2)))
+    img = apply_domain(img, draws["z"], dom, sigma_noise)
+    img.clamp_(0.0, 1.0)
+    return img, nodule_mask.to(torch.uint8)
+
+
+def _ramp_w(d: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
+    """``ramp(d, width)`` with a per-image ``width`` ``(m, 1, 1)``, in place (as ``_common.ramp``)."""
+    return d.mul_(-1.0 / width).add_(0.5).clamp_(0.0, 1.0)
+
+
+def _gauss_(u: torch.Tensor) -> torch.Tensor:
+    """``exp(-u²)`` in place, ``u²`` clipped at 80 (below ``e^-80`` torch's CPU exp takes a slow path)."""
+    return u.square_().clamp_max_(80.0).neg_().exp_()

@@ -6,6 +6,9 @@ is first drawn in probe space (rows = depth, columns = lateral position)
 where the lung's signs are horizontal or vertical, then scan-converted; so
 A-lines follow the fan's arcs and B-lines its rays, as on a real scanner.
 
+The pixels are rendered in batches with torch, on the CPU or a GPU (``device``);
+on the CPU they are the images of the earlier NumPy renderer up to float rounding.
+
 Scores (Soldati et al. 2020; Roy et al., IEEE TMI 2020):
 
 0. continuous, regular pleural line with horizontal A-lines (reverberations at
@@ -33,11 +36,16 @@ some down to invisible, so that no reader can grade every frame right).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ...errors import ParameterError
-from ._common import (PhantomBatch, apply_domain, balanced_labels, blur, check_common, check_range,
-                      chunk_size, col, domain_args, ellipse_r2, ramp, render_in_chunks)
+from ._common import PhantomBatch, balanced_labels, check_common, check_range, domain_args
+from ._torch import (PixelNoise, apply_domain, blur1d, col, phantom_device, ramp_, render_chunks, to_numpy)
+from ._torch import speckle as speckle_tensor
 
 __all__ = ["lung_ultrasound", "lung_ultrasound_clips", "LUS_CLASSES"]
 
@@ -52,7 +60,7 @@ def lung_ultrasound(n: int, size: int = 64, seed: int = 0, *, probe: str = "conv
                     noise: float = 0.04, speckle: float = 0.8, domain="A", intensity_scale=None,
                     intensity_offset=None, blur=None, noise_texture=None, resolution=None, pose: float = 0.0,
                     intensity_mixture: float = 0.0, bias: float = 0.0, blur_jitter: float = 0.0,
-                    fade: float = 0.0) -> PhantomBatch:
+                    fade: float = 0.0, device=None, as_tensors: bool = False) -> PhantomBatch:
     """Generate ``n`` lung ultrasound frames with ICLUS scores 0-3 and finding masks.
 
     Args:
@@ -85,6 +93,13 @@ def lung_ultrasound(n: int, size: int = 64, seed: int = 0, *, probe: str = "conv
             contrast of its B-lines, white lung and consolidation and shrinks their size (by
             ``0.5 + 0.5 s``), and pulls its A-lines towards a normal frame's; at 1, some findings are
             invisible and the best possible accuracy is below 1. The label stays the frame's grade.
+        device: where the pixels are rendered: ``None`` or ``"cpu"`` (default), ``"cuda"``, ``"auto"`` (the
+            GPU when there is one). The per-image parameters and labels are the same on every device; the
+            pixel noise on a GPU comes from a generator on the GPU, so a GPU renders other (equally likely)
+            noise than the CPU (the pleural line's fine irregularity is drawn with the noise, so the
+            findings masks differ by a few pixels too). Same seed and device, same images.
+        as_tensors: return ``images``, ``masks`` and ``labels`` as torch tensors on ``device`` instead of
+            NumPy arrays (for drawing training data on the device; ``attrs`` stay NumPy).
 
     Returns:
         :class:`PhantomBatch`, ``images`` ``(n, 1, size, size)`` in [0, 1]; masks
@@ -103,7 +118,7 @@ def lung_ultrasound(n: int, size: int = 64, seed: int = 0, *, probe: str = "conv
     """
     batch = _generate(n, 1, size, seed, probe, lesion_contrast, lesion_size, count, noise, speckle,
                       domain, intensity_scale, intensity_offset, blur, noise_texture, resolution,
-                      pose, intensity_mixture, bias, blur_jitter, fade)
+                      pose, intensity_mixture, bias, blur_jitter, fade, device, as_tensors)
     batch.kind = "lung_ultrasound"
     return batch
 
@@ -113,7 +128,8 @@ def lung_ultrasound_clips(n: int, frames: int = 16, size: int = 64, seed: int = 
                           count: float = 1.0, noise: float = 0.04, speckle: float = 0.8,
                           domain="A", intensity_scale=None, intensity_offset=None, blur=None,
                           noise_texture=None, resolution=None, pose: float = 0.0, intensity_mixture: float = 0.0,
-                          bias: float = 0.0, blur_jitter: float = 0.0, fade: float = 0.0) -> PhantomBatch:
+                          bias: float = 0.0, blur_jitter: float = 0.0, fade: float = 0.0, device=None,
+                          as_tensors: bool = False) -> PhantomBatch:
     """Generate ``n`` lung ultrasound clips of ``frames`` frames with a clip-level score.
 
     The probe is still; the lung slides under the pleura with breathing (a
@@ -126,8 +142,10 @@ def lung_ultrasound_clips(n: int, frames: int = 16, size: int = 64, seed: int = 
         n: number of clips; clip scores are balanced.
         frames: frames per clip (2 to 256).
         size, seed, probe, lesion_contrast, lesion_size, count, noise, speckle, domain, ...,
-            pose, intensity_mixture, bias, blur_jitter, fade: as in :func:`lung_ultrasound`
-            (the variation is drawn per clip: the probe is still).
+            pose, intensity_mixture, bias, blur_jitter, fade, device, as_tensors: as in
+            :func:`lung_ultrasound` (the variation is drawn per clip: the probe is still). On a GPU the
+            B-lines' flicker and the pleural line's irregularity come from the GPU's generator too, so the
+            frame scores may differ from the CPU's; the clip labels do not.
 
     Returns:
         :class:`PhantomBatch` with ``images`` ``(n, frames, 1, size, size)``,
@@ -137,14 +155,14 @@ def lung_ultrasound_clips(n: int, frames: int = 16, size: int = 64, seed: int = 
     frames = int(check_range("frames", frames, 2, 256))
     batch = _generate(n, frames, size, seed, probe, lesion_contrast, lesion_size, count, noise, speckle,
                       domain, intensity_scale, intensity_offset, blur, noise_texture, resolution,
-                      pose, intensity_mixture, bias, blur_jitter, fade)
+                      pose, intensity_mixture, bias, blur_jitter, fade, device, as_tensors)
     batch.kind = "lung_ultrasound_clips"
     return batch
 
 
 def _generate(n, frames, size, seed, probe, lesion_contrast, lesion_size, count, noise, speckle,
               domain, intensity_scale, intensity_offset, blur_, noise_texture, resolution,
-              pose=0.0, intensity_mixture=0.0, bias=0.0, blur_jitter=0.0, fade=0.0):
+              pose=0.0, intensity_mixture=0.0, bias=0.0, blur_jitter=0.0, fade=0.0, device=None, as_tensors=False):
     n, size = check_common(n, size)
     if probe not in PROBES:
         raise ParameterError(f"probe must be one of {PROBES}, not {probe!r}")
@@ -159,31 +177,39 @@ def _generate(n, frames, size, seed, probe, lesion_contrast, lesion_size, count,
     bias = check_range("bias", bias, 0.0, 1.0)
     blur_jitter = check_range("blur_jitter", blur_jitter, 0.0, 4.0)
     fade = check_range("fade", fade, 0.0, 1.0)
+    dev = phantom_device(device)
     rng = np.random.default_rng(seed)
     labels = balanced_labels(n, 4, rng)
     p = _draw_params(rng, labels, probe, lesion_size, count)
     variation = _draw_variation(p, labels, seed, lesion_contrast, pose, intensity_mixture, bias, blur_jitter, fade)
 
-    t_total = n * frames
-    images = np.empty((t_total, size, size), np.float32)
-    findings = np.empty((t_total, size, size), np.int64)
-    sector = np.empty((t_total, size, size), np.int64)
-    frame_scores = np.empty(t_total, np.int64)
-    n_b = np.empty(t_total, np.int64)
-    step = max(1, chunk_size(size, 2 ** 17) // frames)  # clips per chunk
-    render_in_chunks(p, n, step,
-                     lambda sub, s, e: _render_clips(sub, labels[s:e], frames, size, rng, lesion_contrast,
-                                                     noise, speckle, dom),
-                     (images, findings, sector, frame_scores, n_b), rows_per_item=frames)
+    noise_source = PixelNoise(rng, seed, dev)
+    passes = 2 if size >= 64 else 1
+    with torch.no_grad():
+        chunks = render_chunks(
+            n, _clips_per_chunk(size, frames, dev), dev,
+            lambda s, e: _draw_pixels(noise_source, e - s, frames, size, passes),
+            lambda s, e, draws: _render_clips({k: v[s:e] for k, v in p.items()}, labels[s:e], frames, size, draws,
+                                              dev, lesion_contrast, noise, speckle, dom))
+        if chunks:
+            images, findings, sector = (torch.cat(part) for part in list(zip(*chunks))[:3])
+            frame_scores = np.concatenate([c[3] for c in chunks])
+            n_b = np.concatenate([c[4] for c in chunks])
+            lesion_px, consolidation_px = to_numpy(torch.cat([c[5] for c in chunks], 1))
+        else:
+            images = torch.zeros((0, size, size), device=dev)
+            findings = sector = torch.zeros((0, size, size), dtype=torch.uint8, device=dev)
+            frame_scores = n_b = lesion_px = consolidation_px = np.zeros(0, np.int64)
+        consolidation = (findings == 4).to(torch.int64)
+        findings, sector = findings.to(torch.int64), sector.to(torch.int64)
 
-    consolidation = (findings == 4).astype(np.int64)
     area = float(size * size)
     attrs_frame = {
         "score": frame_scores,
         "severity": frame_scores.copy(),
         "n_b_lines": n_b,
-        "lesion_area": (((findings == 3) | (findings == 4)).sum(axis=(1, 2)) / area).astype(np.float32),
-        "consolidation_area": (consolidation.sum(axis=(1, 2)) / area).astype(np.float32),
+        "lesion_area": (lesion_px / area).astype(np.float32),
+        "consolidation_area": (consolidation_px / area).astype(np.float32),
     }
     attrs_clip = {
         "pleural_depth": p["dp"].astype(np.float32),
@@ -198,27 +224,35 @@ def _generate(n, frames, size, seed, probe, lesion_contrast, lesion_size, count,
                   intensity_mixture=intensity_mixture, bias=bias, blur_jitter=blur_jitter, fade=fade)
     if frames == 1:
         attrs = {**attrs_frame, **attrs_clip}
-        return PhantomBatch(
-            images=images[:, None], masks={"findings": findings, "consolidation": consolidation, "sector": sector},
-            labels=labels, attrs=attrs, class_names=list(LUS_CLASSES), mask_classes=mask_classes,
-            default_mask="findings", units="a.u.", params=params)
-    shape = (n, frames, size, size)
-    fs = frame_scores.reshape(n, frames)
-    attrs = {
-        "score": fs.max(axis=1),
-        "severity": fs.max(axis=1),
-        "frame_scores": fs,
-        "n_b_lines": n_b.reshape(n, frames).max(axis=1),
-        "lesion_area": attrs_frame["lesion_area"].reshape(n, frames).mean(axis=1),
-        "consolidation_area": attrs_frame["consolidation_area"].reshape(n, frames).mean(axis=1),
-        **attrs_clip,
-    }
+        images = images[:, None]
+    else:
+        fs = frame_scores.reshape(n, frames)
+        attrs = {
+            "score": fs.max(axis=1),
+            "severity": fs.max(axis=1),
+            "frame_scores": fs,
+            "n_b_lines": n_b.reshape(n, frames).max(axis=1),
+            "lesion_area": attrs_frame["lesion_area"].reshape(n, frames).mean(axis=1),
+            "consolidation_area": attrs_frame["consolidation_area"].reshape(n, frames).mean(axis=1),
+            **attrs_clip,
+        }
+        images = images.reshape(n, frames, 1, size, size)
+        findings, consolidation, sector = (t.reshape(n, frames, size, size) for t in (findings, consolidation, sector))
+    masks = {"findings": findings, "consolidation": consolidation, "sector": sector}
+    if as_tensors:
+        labels = torch.as_tensor(labels, device=dev)
+    else:
+        images, masks = to_numpy(images), {k: to_numpy(v) for k, v in masks.items()}
     return PhantomBatch(
-        images=images.reshape(n, frames, 1, size, size),
-        masks={"findings": findings.reshape(shape), "consolidation": consolidation.reshape(shape),
-               "sector": sector.reshape(shape)},
-        labels=labels, attrs=attrs, class_names=list(LUS_CLASSES), mask_classes=mask_classes,
-        default_mask="findings", units="a.u.", params=params)
+        images=images, masks=masks, labels=labels, attrs=attrs, class_names=list(LUS_CLASSES),
+        mask_classes=mask_classes, default_mask="findings", units="a.u.", params=params)
+
+
+def _clips_per_chunk(size: int, frames: int, device: torch.device) -> int:
+    """Clips per rendering chunk: about 2^17 pixels on a CPU (the NumPy renderer's chunk, which is part of the
+    random stream: do not change it), 2^24 on a GPU."""
+    pixels = 2 ** 17 if device.type == "cpu" else 2 ** 24
+    return max(1, max(4, pixels // (size * size)) // frames)
 
 
 def _draw_params(rng, labels, probe, lesion_size, count):
@@ -341,170 +375,198 @@ def _draw_waves(rng, n, amplitude) -> np.ndarray:
     return np.stack([amp, fd, fl, phase], axis=-1)
 
 
-def _waves(params, d, lat) -> np.ndarray:
-    """Evaluate the fields of :func:`_draw_waves` (``(K, 3, 4)``) at depth ``d`` and lateral ``lat``: ``(K, H, W)``."""
-    out = 0.0
-    for j in range(params.shape[1]):
-        a, fd, fl, ph = (col(params[:, j, i]) for i in range(4))
-        out = out + a * np.sin(fd * d + fl * lat + ph)
-    return np.asarray(out, dtype=np.float32)
 
 
-def _render_clips(p, labels, frames, size, rng, lesion_contrast, noise, speckle, dom):
-    """Render ``len(labels)`` clips of ``frames`` frames; frames == 1 gives still frames."""
+def _waves(params, d: torch.Tensor, lat: torch.Tensor) -> torch.Tensor:
+    """Evaluate the fields of :func:`_draw_waves` (``(K, 3, 4)``) at depth ``d`` ``(1, H, 1)`` and lateral ``lat``
+    ``(1, 1, W)``: ``(K, H, W)`` float32.
+
+    ``sum_j a_j sin(fd_j d + fl_j lat + ph_j)``, with ``sin(u + v) = sin u cos v + cos u sin v`` split into a
+    depth part and a lateral part: one batched matrix product of rank 6, the sines on the axes only.
+    """
+    w = np.asarray(params, np.float64)
+    dd = d.reshape(-1).double().cpu().numpy()
+    ll = lat.reshape(-1).double().cpu().numpy()
+    a, fd, fl, ph = (w[:, :, j, None] for j in range(4))  # (K, 3, 1)
+    depth, lateral = fd * dd, fl * ll + ph  # (K, 3, H), (K, 3, W)
+    rows = np.concatenate([a * np.sin(depth), a * np.cos(depth)], 1).transpose(0, 2, 1)  # (K, H, 6)
+    cols = np.concatenate([np.cos(lateral), np.sin(lateral)], 1)  # (K, 6, W)
+    as_tensor = lambda v: torch.from_numpy(np.ascontiguousarray(v, np.float32)).to(d.device)  # noqa: E731
+    return torch.bmm(as_tensor(rows), as_tensor(cols))
+
+
+def _draw_pixels(noise: PixelNoise, m: int, frames: int, size: int, passes: int) -> dict:
+    """The random numbers of one chunk of ``m`` clips, in the order the renderer has always drawn them: the
+    B-lines' flicker, the lung's and the chest wall's speckle, the pleural line's irregularity, the scanner noise."""
+    wide = size + 2 * _margin(size)
+    draws = {"b_on": noise.uniform(0.0, 1.0, (m, frames, _MAX_B)) if frames > 1 else None}
+    draws["lung"] = speckle_tensor(noise, (m, size, wide), lateral_passes=passes)
+    draws["wall"] = speckle_tensor(noise, (m, size, wide), lateral_passes=passes) if frames > 1 else None
+    draws["irregular"] = noise.normal(0.0, 1.0, (m, wide)).to(device=noise.device, dtype=torch.float32)
+    draws["z"] = noise.standard_normal((m * frames, size, size)).to(noise.device)
+    return draws
+
+
+def _margin(size: int) -> int:
+    """Columns drawn on each side of the view, for the lung's sliding."""
+    return int(np.ceil(0.1 * size)) + 2
+
+
+def _render_clips(p, labels, frames, size, draws, dev, lesion_contrast, noise, speckle, dom):
+    """Render ``len(labels)`` clips of ``frames`` frames (frames == 1: still frames) on ``dev``: tensors
+    ``(images, findings, sector)`` ``(m · frames, size, size)`` (the masks uint8), NumPy ``(score, n_b_visible)``
+    per frame, and a ``(2, m · frames)`` tensor of the pixels of B-lines and consolidation, and of consolidation;
+    ``draws`` from :func:`_draw_pixels`."""
     m = len(labels)
     t = np.arange(frames)
     # lateral sliding of the lung under the pleura, per frame (fraction of the width)
     if frames > 1:
         shift = p["slide_amp"][:, None] * np.sin(2 * np.pi * t[None] / p["breath_frames"][:, None] + p["slide_phase"][:, None])
         shift -= shift[:, :1]  # the first frame shows the clip's findings in place
-        b_on = rng.uniform(size=(m, frames, _MAX_B)) < 0.8
+        b_on = to_numpy(draws["b_on"]) < 0.8
         b_on[:, 0] = True
     else:
         shift = np.zeros((m, 1))
         b_on = np.ones((m, 1, _MAX_B), bool)
     k = m * frames
+    c = lambda v: col(v, dev)  # noqa: E731  per-frame values as (k, 1, 1) float32
 
     def per_frame(a):
         return np.repeat(np.asarray(a), frames, axis=0)
 
     H = W = size
-    margin = int(np.ceil(0.1 * W)) + 2
-    d = ((np.arange(H, dtype=np.float32) + 0.5) / H)[None, :, None]  # depth 0..1
-    lat_ext = ((np.arange(W + 2 * margin, dtype=np.float32) - margin + 0.5) / W * 2 - 1)  # lateral with margins
-    lat = lat_ext[margin:margin + W][None, None, :]
+    margin = _margin(size)
+    d = ((torch.arange(H, dtype=torch.float32, device=dev) + 0.5) / H).view(1, H, 1)  # depth 0..1
+    lat = ((torch.arange(W + 2 * margin, dtype=torch.float32, device=dev) - margin + 0.5) / W * 2 - 1)
+    lat = lat[margin:margin + W].view(1, 1, W)
     sh = shift.reshape(k)  # lateral shift per frame
     sh_px = np.round(sh * W / 2).astype(int)
 
-    # clip-level random textures, generated wider than the view and cropped per frame
-    def complex_speckle():
-        return speckle_field(rng, (m, H, W + 2 * margin), lateral_passes=2 if size >= 64 else 1)
-
-    lung_tex = complex_speckle()
-    wall_tex = complex_speckle() if frames > 1 else lung_tex  # a still frame needs one texture
-    rows = np.arange(H)[None, :, None]
-    clip_idx = np.repeat(np.arange(m), frames)[:, None, None]
-    still = margin + np.arange(W)[None, None, :]
-    slid = still - sh_px[:, None, None]
-    wall_s = wall_tex[clip_idx, rows, still]
-    lung_s = lung_tex[clip_idx, rows, slid]
-    irregular_ext = blur(rng.standard_normal((m, W + 2 * margin)).astype(np.float32)[:, None], (0, max(1.0, W / 24)))[:, 0]
-    irregular_ext /= irregular_ext.std(axis=1, keepdims=True) + 1e-6
-    irr = irregular_ext[np.repeat(np.arange(m), frames)[:, None], margin + np.arange(W)[None] - sh_px[:, None]]
+    # clip-level random textures, drawn wider than the view and cropped per frame (the lung's slides)
+    lung_tex = draws["lung"]
+    if frames == 1:
+        wall_s = lung_s = lung_tex[:, :, margin:margin + W]
+    else:
+        clip_idx = torch.arange(m, device=dev).repeat_interleave(frames)
+        start = torch.as_tensor(margin - sh_px, device=dev)  # first column of each frame's (slid) view
+        wall_s = draws["wall"][:, :, margin:margin + W].repeat_interleave(frames, 0)
+        lung_s = lung_tex.unfold(2, W, 1)[clip_idx, :, start]  # (k, H, W): each frame's window
+    irregular_ext = blur1d(draws["irregular"], max(1.0, W / 24), dim=-1)
+    irregular_ext /= irregular_ext.std(dim=1, keepdim=True, correction=0) + 1e-6
+    if frames == 1:
+        irr = irregular_ext[:, margin:margin + W]
+    else:
+        irr = irregular_ext.unfold(1, W, 1)[clip_idx, start]
 
     P = {key: per_frame(v) for key, v in p.items()}
-    dp_smooth = col(P["dp"]) + col(P["tilt"]) * lat  # (k, 1, W)
-    dp = dp_smooth + col(P["irregular"]) * irr[:, None, :]
-    below = ramp(dp - d, 1.5 / H)  # 1 below the pleural line
+    dp_smooth = c(P["dp"]) + c(P["tilt"]) * lat  # (k, 1, W)
+    dp = dp_smooth + c(P["irregular"]) * irr[:, None, :]
+    below = ramp_(dp - d, 1.5 / H)  # 1 below the pleural line
 
     # chest wall: speckle, two fascia lines, echo falling with depth
-    fascia = np.zeros((k, H, 1), np.float32)
+    fascia = torch.zeros((k, H, 1), device=dev)
     for j in range(2):
-        fd = col(P["fascia_d"][:, j] * P["dp"])
-        fascia += np.exp(-((d - fd) * (H / 1.2)) ** 2)
-    amp = (col(P["wall_echo"]) + 0.35 * fascia) * (1.0 - below)
+        fd = c(P["fascia_d"][:, j] * P["dp"])
+        fascia += _gauss_((d - fd).mul_(H / 1.2))
+    amp = (c(P["wall_echo"]) + 0.35 * fascia) * (1.0 - below)
 
     # pleural line, with gaps where it is broken (score 2 and some 3)
     line_t = 1.2 / H
-    pleura_profile = np.exp(-((d - dp) / line_t) ** 2)
-    line_amp = col(P["pleura_amp"]) * np.ones((k, 1, W), np.float32)
+    pleura_profile = _gauss_((d - dp).div_(line_t))
+    line_amp = c(P["pleura_amp"]).expand(k, 1, W)
     cons = P["cons_present"]
     cons_l = P["cons_l"] + sh
     if cons.any():
-        gap = np.abs(lat - col(cons_l)) < col(P["cons_w"] * P["gap_w"])
-        broken = line_amp * (1.0 - 0.75 * col(P["cons_c"])) if "cons_c" in P else line_amp * 0.25
-        line_amp = np.where(gap & cons[:, None, None], broken, line_amp)
+        gap = (lat - c(cons_l)).abs() < c(P["cons_w"] * P["gap_w"])
+        broken = line_amp * (1.0 - 0.75 * c(P["cons_c"])) if "cons_c" in P else line_amp * 0.25
+        line_amp = torch.where(gap & c(cons).bool(), broken, line_amp)
     amp = amp + lesion_contrast * pleura_profile * line_amp
 
-    # B-lines: vertical rays from the pleura down, erasing A-lines
+    # B-lines: vertical rays from the pleura down, erasing A-lines (all of a frame's at once: (k, B, W))
     b_l = P["b_l"] + sh[:, None]
     on = (np.arange(_MAX_B)[None] < P["n_b"][:, None]) & b_on.reshape(k, _MAX_B)
-    bprof = np.zeros((k, 1, W), np.float32)
-    for j in range(_MAX_B):
-        if not on[:, j].any():
-            continue
-        g = np.exp(-((lat - col(b_l[:, j])) / col(P["b_w"][:, j])) ** 2) * col(P["b_amp"][:, j] * on[:, j])
-        np.maximum(bprof, g, out=bprof)
+    as_rows = lambda v: torch.as_tensor(np.asarray(v), dtype=torch.float32, device=dev)[:, :, None]  # noqa: E731
+    g = _gauss_((lat - as_rows(b_l)).div_(as_rows(P["b_w"]))).mul_(as_rows(P["b_amp"] * on))
+    bprof = g.amax(dim=1, keepdim=True).clamp_min_(0.0)  # (k, 1, W)
     # white lung: confluent B-lines over most of the width (score 3)
-    white = (labels == 3)
+    white = labels == 3
     if white.any():
-        wl = ramp(np.maximum(col(P["white_from"]) - lat, lat - col(P["white_to"])), 0.15)
-        wl = wl * col(P["white_amp"] * np.repeat(white, frames))
-        wl = wl * (0.8 + 0.2 * np.cos(lat * 23.0 + col(sh) * 40))
-        np.maximum(bprof, wl, out=bprof)
+        wl = ramp_(torch.maximum(c(P["white_from"]) - lat, lat - c(P["white_to"])), 0.15)
+        wl = wl * c(P["white_amp"] * np.repeat(white, frames))
+        wl = wl * (0.8 + 0.2 * torch.cos(lat * 23.0 + c(sh) * 40))
+        torch.maximum(bprof, wl, out=bprof)
     b_mask_lat = bprof > 0.3
 
     # A-lines at multiples of the pleural depth, faded where B-lines are
-    a_img = np.zeros((k, H, W), np.float32)
-    a_mask = np.zeros((k, H, W), bool)
+    a_img = torch.zeros((k, H, W), device=dev)
+    a_mask = torch.zeros((k, H, W), dtype=torch.bool, device=dev)
     for j, level in ((2, 0.6), (3, 0.35), (4, 0.2)):
-        prof = np.exp(-((d - j * dp_smooth) / (line_t * 1.3)) ** 2)
+        prof = _gauss_((d - j * dp_smooth).div_(line_t * 1.3))
         a_img += level * prof
         a_mask |= prof > 0.4
-    a_vis = col(P["a_lines"]) * (1.0 - np.clip(bprof * 1.5, 0, 1))
+    a_vis = c(P["a_lines"]) * (1.0 - torch.clamp(bprof * 1.5, 0, 1))
     fade = 1.0 - 0.35 * d
-    floor = col(P["floor"]) if "floor" in P else 0.07  # the lung's echo floor (a machine preset varies it)
+    floor = c(P["floor"]) if "floor" in P else 0.07  # the lung's echo floor (a machine preset varies it)
     lung_amp = floor + lesion_contrast * (0.8 * a_img * a_vis + bprof * 0.65 * fade)
     amp = amp + below * lung_amp
 
     # subpleural consolidation: darker tissue hanging from the pleura, air bronchograms inside
-    cons_mask = np.zeros((k, H, W), bool)
+    cons_mask = torch.zeros((k, H, W), dtype=torch.bool, device=dev)
     if cons.any():
         idx = np.flatnonzero(cons)
-        cy = dp[idx] + col(P["cons_d"][idx]) * 0.5
-        r2 = ellipse_r2(d, lat, cy, col(cons_l[idx]), col(P["cons_d"][idx] * 0.9), col(P["cons_w"][idx]))
-        region = ramp(r2 - 1.0, 0.3) * below[idx]
-        bronch = (lung_s[idx] > 2.2) * 0.5
-        tissue = 0.22 + bronch
-        cur = amp[idx]
-        lc = lesion_contrast * col(P["cons_c"][idx]) if "cons_c" in P else lesion_contrast  # faded: fainter
+        ti = torch.as_tensor(idx, device=dev)
+        cy = dp[ti] + c(P["cons_d"][idx]) * 0.5
+        dx = (lat - c(cons_l[idx])) * (1.0 / c(P["cons_w"][idx]))
+        dy = (d - cy) * (1.0 / c(P["cons_d"][idx] * 0.9))
+        r2 = dx * dx + dy * dy
+        region = ramp_(r2 - 1.0, 0.3) * below[ti]
+        tissue = (lung_s[ti] > 2.2).float().mul_(0.5).add_(0.22)
+        cur = amp[ti]
+        lc = lesion_contrast * c(P["cons_c"][idx]) if "cons_c" in P else lesion_contrast  # faded: fainter
         cur = cur * (1 - region) + region * ((1 - lc) * cur + lc * tissue)
         # white area below the consolidation (shred sign)
-        under = ramp(np.abs(lat - col(cons_l[idx])) - col(P["cons_w"][idx]) * 0.8, 0.1) * (d > cy + col(P["cons_d"][idx] * 0.45))
+        under = ramp_((lat - c(cons_l[idx])).abs() - c(P["cons_w"][idx]) * 0.8, 0.1) * \
+            (d > cy + c(P["cons_d"][idx] * 0.45))
         cur = cur + lc * 0.4 * under * (1 - region)
-        amp[idx] = cur
-        cons_mask[idx] = region > 0.5
+        amp[ti] = cur
+        cons_mask[ti] = region > 0.5
 
     # rib shadows at the edges: a bright arc above the pleura and darkness below it
     for side, sign in ((0, -1.0), (1, 1.0)):
         has = P["rib"][:, side]
         if not has.any():
             continue
-        inner = col(P["rib_l"][:, side])
-        in_rib = ramp(inner - sign * lat, 0.05) * col(has)  # lateral extent of the rib
-        rib_top = col(P["dp"]) - 0.06
-        surface = np.exp(-((d - rib_top) * (H / 1.5)) ** 2)
-        shadow = ramp(rib_top - d, 2.0 / H)
+        inner = c(P["rib_l"][:, side])
+        in_rib = ramp_(inner - sign * lat, 0.05) * c(has)  # lateral extent of the rib
+        rib_top = c(P["dp"]) - 0.06
+        surface = _gauss_((d - rib_top).mul_(H / 1.5))
+        shadow = ramp_(rib_top - d, 2.0 / H)
         amp = amp * (1 - in_rib * shadow * 0.92) + in_rib * surface * 0.8
 
     # speckle (static in the chest wall, sliding with the lung), attenuation, log compression
-    spk = np.where(below > 0.5, lung_s, wall_s)
+    spk = torch.where(below > 0.5, lung_s, wall_s)
     amp = amp * ((1 - speckle) + speckle * spk)
-    amp = amp * np.exp(-col(P["atten"]) * d) * col(P["gain"])
+    amp = amp * torch.exp(-c(P["atten"]) * d) * c(P["gain"])
     if "tgc" in P:  # depth-dependent shading: a smooth time-gain-compensation curve
-        amp = amp * np.exp(_waves(P["tgc"], d, lat))
-    if "compress" in P:  # the machine's dynamic range
-        c = col(P["compress"])
-        img = (np.log1p(c * np.clip(amp, 0, None)) / np.log1p(c * 1.3)).astype(np.float32)
-    else:
-        img = np.log1p(8.0 * np.clip(amp, 0, None)) / np.log1p(8.0 * 1.3)
+        amp = amp * torch.exp(_waves(P["tgc"], d, lat))
+    compress = c(P["compress"]) if "compress" in P else 8.0  # the machine's dynamic range
+    img = torch.log1p(amp.clamp_min_(0.0).mul_(compress)).div_(torch.log1p(torch.as_tensor(compress * 1.3)))
     if "blur_sigma" in P:  # per-image loss of resolution, wider laterally than axially
-        img = np.stack([blur(im[None], (0.6 * float(sg), float(sg)))[0] if sg > 0 else im
-                        for im, sg in zip(img, P["blur_sigma"])])
-    img = apply_domain(img, rng, dom, noise)
-    np.clip(img, 0.0, 1.0, out=img)
+        img = blur1d(blur1d(img, 0.6 * P["blur_sigma"], dim=-2), P["blur_sigma"], dim=-1)
+    img = apply_domain(img, draws["z"], dom, noise)
+    img.clamp_(0.0, 1.0)
 
     # findings label map in probe space
-    findings = np.zeros((k, H, W), np.int64)
-    findings[(a_mask & (a_vis > 0.25)) & (below > 0.5)] = 2
-    findings[np.broadcast_to((pleura_profile > 0.4) & (line_amp > 0.5), (k, H, W))] = 1
-    findings[np.broadcast_to(b_mask_lat, (k, H, W)) & (below > 0.5)] = 3
-    findings[cons_mask] = 4
+    findings = torch.zeros((k, H, W), dtype=torch.uint8, device=dev)
+    findings.masked_fill_((a_mask & (a_vis > 0.25)) & (below > 0.5), 2)
+    findings.masked_fill_((pleura_profile > 0.4) & (line_amp > 0.5), 1)
+    findings.masked_fill_(b_mask_lat & (below > 0.5), 3)
+    findings.masked_fill_(cons_mask, 4)
     # shadows hide everything under a rib
+    shaded = torch.zeros((k, 1, W), dtype=torch.bool, device=dev)  # columns under a rib
     for side, sign in ((0, -1.0), (1, 1.0)):
-        has = P["rib"][:, side]
-        hidden = (sign * lat > col(P["rib_l"][:, side])) & has[:, None, None] & (d > col(P["dp"]) - 0.06)
-        findings[np.broadcast_to(hidden, (k, H, W)) & (findings > 0)] = 0
+        shaded |= (sign * lat > c(P["rib_l"][:, side])) & c(P["rib"][:, side]).bool()
+    findings.masked_fill_(shaded & (d > c(P["dp"]) - 0.06), 0)
 
     # frame score: what the frame shows
     in_view = np.abs(b_l) < 1.0
@@ -512,43 +574,28 @@ def _render_clips(p, labels, frames, size, rng, lesion_contrast, noise, speckle,
         for side, sign in ((0, -1.0), (1, 1.0)):
             in_view &= ~(P["rib"][:, side:side + 1] & (sign * b_l > P["rib_l"][:, side:side + 1]))
     n_b_visible = (on & in_view).sum(axis=1)
-    cons_visible = cons_mask.sum(axis=(1, 2)) >= max(2, 0.001 * H * W)
+    cons_visible = to_numpy(cons_mask.sum(dim=(1, 2))) >= max(2, 0.001 * H * W)
     lab = np.repeat(labels, frames)
     score = np.where(lab == 3, 3, np.where(cons_visible, 2, np.where(n_b_visible > 0, 1, 0)))
     score = np.minimum(score, lab)
 
     # scan conversion
-    sector = np.ones((k, H, W), np.int64)
+    sector = torch.ones((k, H, W), dtype=torch.uint8, device=dev)
     convex = np.flatnonzero(P["probe"] == 0)
-    if len(convex):
-        img[convex], findings[convex], sector[convex] = _to_fan(img[convex], findings[convex], size)
-    return img, findings, sector, score, n_b_visible
+    if len(convex) == k:
+        img, findings, sector = _to_fan(img, findings, size)
+    elif len(convex):
+        rows = torch.as_tensor(convex, device=dev)
+        img[rows], findings[rows], sector[rows] = _to_fan(img[rows], findings[rows], size)
+    areas = torch.stack([torch.count_nonzero(findings >= 3, dim=(1, 2)),  # B-lines and consolidation
+                         torch.count_nonzero(findings == 4, dim=(1, 2))])  # consolidation
+    return img, findings, sector, score.astype(np.int64), n_b_visible.astype(np.int64), areas
 
 
-def _binomial(x: np.ndarray, axis: int) -> np.ndarray:
-    """One [1, 2, 1] / 4 smoothing pass along ``axis`` (edges repeated)."""
-    x = np.moveaxis(x, axis, -1)
-    out = np.empty_like(x)
-    out[..., 1:-1] = x[..., :-2] + x[..., 2:]
-    out[..., 1:-1] += 2.0 * x[..., 1:-1]
-    out[..., 0] = 3.0 * x[..., 0] + x[..., 1]
-    out[..., -1] = 3.0 * x[..., -1] + x[..., -2]
-    out *= 0.25
-    return np.moveaxis(out, -1, axis)
-
-
-def speckle_field(rng: np.random.Generator, shape, lateral_passes: int = 2) -> np.ndarray:
-    """Fully developed speckle: the envelope of a complex Gaussian field blurred by a point-spread
-    function longer laterally than axially; mean 1 per image."""
-    re = rng.standard_normal(shape, dtype=np.float32)
-    im = rng.standard_normal(shape, dtype=np.float32)
-    for arr in (re, im):
-        arr[...] = _binomial(arr, -2)
-        for _ in range(lateral_passes):
-            arr[...] = _binomial(arr, -1)
-    env = np.sqrt(re * re + im * im)
-    env /= env.mean(axis=(-2, -1), keepdims=True)
-    return env
+def _gauss_(u: torch.Tensor) -> torch.Tensor:
+    """``exp(-u²)`` in place, ``u²`` clipped at 80 (below ``e^-80`` torch's CPU exp takes a slow path; 1.8e-35
+    is 0 here)."""
+    return u.square_().clamp_max_(80.0).neg_().exp_()
 
 
 _FAN_CACHE: dict[int, tuple] = {}
@@ -571,17 +618,20 @@ def _fan_grid(size: int):
     return _FAN_CACHE[size]
 
 
-def _to_fan(img, findings, size):
-    import torch
-    import torch.nn.functional as F
-
+@functools.lru_cache(maxsize=16)
+def _fan_tensors(size: int, device: torch.device) -> tuple:
+    """:func:`_fan_grid` as tensors on ``device``: the grid ``(1, size, size, 2)`` and the field of view, float
+    ``(size, size)`` and uint8."""
     grid, inside = _fan_grid(size)
-    g = torch.from_numpy(grid)[None].expand(len(img), -1, -1, -1)
-    out = F.grid_sample(torch.from_numpy(np.ascontiguousarray(img))[:, None], g, mode="bilinear",
-                        padding_mode="zeros", align_corners=False)[:, 0].numpy()
-    lab = F.grid_sample(torch.from_numpy(findings.astype(np.float32))[:, None], g, mode="nearest",
-                        padding_mode="zeros", align_corners=False)[:, 0].numpy().astype(np.int64)
-    out = out * inside
-    lab = lab * inside
-    sector = np.broadcast_to(inside, img.shape).astype(np.int64)
-    return out, lab, sector
+    inside_t = torch.as_tensor(inside, device=device)
+    return torch.as_tensor(grid, device=device)[None], inside_t.float(), inside_t.to(torch.uint8)
+
+
+def _to_fan(img: torch.Tensor, findings: torch.Tensor, size: int) -> tuple:
+    """Scan-convert probe-space images ``(K, H, W)`` and findings (uint8) to the convex probe's fan: images
+    sampled bilinearly, findings at the nearest pixel, 0 outside the fan; returns ``(images, findings, sector)``."""
+    grid, inside, inside_u8 = _fan_tensors(size, img.device)
+    g = grid.expand(len(img), -1, -1, -1)
+    out = F.grid_sample(img[:, None], g, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
+    lab = F.grid_sample(findings.float()[:, None], g, mode="nearest", padding_mode="zeros", align_corners=False)
+    return out.mul_(inside), lab[:, 0].to(torch.uint8).mul_(inside_u8), inside_u8.expand(len(img), -1, -1)
