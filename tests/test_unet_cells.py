@@ -44,6 +44,9 @@ def test_notebook_unet_is_medlab_unet(lesson02, in_channels, num_classes, base, 
     torch.manual_seed(0)
     ref = medlab.models.UNet(in_channels, num_classes, base, depth)
     assert sum(p.numel() for p in mine.parameters()) == sum(p.numel() for p in ref.parameters())
+    # the same batch norm: running statistics that follow the batches at the same rate
+    momenta = [[m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)] for net in (mine, ref)]
+    assert momenta[0] == momenta[1] == [medlab.models.unet.BATCH_NORM_MOMENTUM] * len(momenta[1])
     # built in the same order from the same seed: the same initial weights, hence the same training runs
     np.testing.assert_array_equal(
         np.sort(np.concatenate([p.detach().flatten().numpy() for p in mine.parameters()])),

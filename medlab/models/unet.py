@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import ParameterError
 
-__all__ = ["UNet", "ConvBlock"]
+__all__ = ["UNet", "ConvBlock", "BATCH_NORM_MOMENTUM"]
 
 
 _LAYERS = {2: (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.BatchNorm2d, nn.InstanceNorm2d),
@@ -29,10 +29,19 @@ def _layers(spatial_dims):
     return _LAYERS[spatial_dims]
 
 
+#: How fast batch norm's running statistics (what the network uses in evaluation) follow the batches: each step
+#: moves them 30 % of the way to the batch's mean and variance. With PyTorch's default, 0.1, they trail a network
+#: that is still changing fast by tens of steps, so a U-Net evaluated after its first 10 to 40 steps marks every
+#: pixel as foreground, or none, although in training mode it already segments. On 128 px CT phantoms, after 30
+#: steps, pooled validation Dice over three seeds: 0.12-0.26 with 0.1, 0.16-0.50 with 0.3, 0.16-0.53 with the
+#: batches' own statistics (``benchmarks/norm_momentum.py``).
+BATCH_NORM_MOMENTUM = 0.3
+
+
 def _norm(kind, channels, spatial_dims=2):
     _, _, _, batch_norm, instance_norm = _layers(spatial_dims)
     if kind == "batch":
-        return batch_norm(channels)
+        return batch_norm(channels, momentum=BATCH_NORM_MOMENTUM)
     if kind == "instance":
         return instance_norm(channels, affine=True)
     if kind == "group":
@@ -63,7 +72,8 @@ class UNet(nn.Module):
             background (use with cross-entropy or :class:`medlab.losses.DiceCELoss`).
         base_channels: channels at full resolution; doubled at each level.
         depth: number of 2x down-samplings (4 in the original paper).
-        norm: ``"batch"``, ``"instance"``, ``"group"`` or None.
+        norm: ``"batch"`` (with running statistics that follow the batches quickly:
+            :data:`BATCH_NORM_MOMENTUM`), ``"instance"``, ``"group"`` or None.
         spatial_dims: 2 for images ``(N, C, H, W)``, 3 for volumes
             ``(N, C, D, H, W)`` (3x3x3 convolutions, 2x2x2 pooling).
 
