@@ -5,7 +5,8 @@ skipped and listed as skipped, never silently dropped):
 
 1. **lessons**: every lesson (or ``--lessons``) in the ``gpu`` profile, one at a time, through the runner
    (``medlab run NAME --profile gpu -p DEVICE=...``): status against ``notebooks/expectations.json``, wall time
-   and peak memory per lesson. Lesson ``08_benchmark`` runs after step 2 and shows that step's measurements
+   and peak memory per lesson, beside the training time ``benchmarks/gpu_plan.py`` estimated for it (the
+   estimate the profile was sized by; where the two disagree, refit the plan's constants). Lesson ``08_benchmark`` runs after step 2 and shows that step's measurements
    (``RESULTS_FILE``) instead of measuring the same grid twice.
 2. **bench**: ``medlab bench --grid gpu --no-compile --repeats 3`` (ResNet-18/50, DenseNet-121, U-Net; fp32 with
    the TF32 state recorded, mixed precision, channels_last), JSON written after every row, so a capped run keeps
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import ast
 import contextlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -108,6 +110,15 @@ def run_command(command: list[str], cap: float, log_path: Path, env: dict | None
                 os.killpg(process.pid, 9)
             return f"timed out after {cap:.0f} s (partial output kept)", time.perf_counter() - started
     return ("ok" if code == 0 else f"failed (exit {code})"), time.perf_counter() - started
+
+
+def planned_training_s() -> dict:
+    """Each lesson's estimated training seconds from ``benchmarks/gpu_plan.py``, for the profile as resolved now."""
+    spec = importlib.util.spec_from_file_location("gpu_plan", Path(__file__).resolve().parent / "gpu_plan.py")
+    plan = importlib.util.module_from_spec(spec)
+    sys.modules["gpu_plan"] = plan  # its dataclass looks its module up there
+    spec.loader.exec_module(plan)
+    return {row["lesson"]: row["seconds"] for row in plan.plan("gpu")}
 
 
 def run_lesson(name: str, device: str, cap: float, out: Path, extra: dict | None = None) -> dict:
@@ -204,6 +215,7 @@ def main(argv=None) -> dict:
         # 1. lessons (the benchmark lesson waits for the bench step's results)
         deferred = BENCH_LESSON in names and "bench" in steps
         if "lessons" in steps:
+            planned = planned_training_s()
             for name in names:
                 if name == BENCH_LESSON and deferred:
                     continue
@@ -215,6 +227,7 @@ def main(argv=None) -> dict:
                     continue
                 print(f"lesson {name} (cap {cap:.0f} s) ...", flush=True)
                 row = run_lesson(name, device, cap, out / "lessons")
+                row["planned_training_s"] = planned.get(name)
                 report["lessons"].append(row)
                 print(f"  {row['status']} in {row['wall_s']:.1f} s", flush=True)
                 save()
@@ -316,12 +329,14 @@ def markdown(report: dict) -> str:
              + (" **Shrunken run (--shrink): proves the wiring only; its numbers are not measurements.**"
                 if report["shrink"] else ""), ""]
     if report["lessons"]:
-        lines += ["| lesson (gpu profile) | status | wall s | cap s | peak MiB | failed checks / error |",
-                  "|---|---|---:|---:|---:|---|"]
+        lines += ["| lesson (gpu profile) | status | wall s | estimated training s (gpu_plan.py) | cap s | peak MiB | "
+                  "failed checks / error |", "|---|---|---:|---:|---:|---:|---|"]
         for r in report["lessons"]:
             problem = ", ".join(r.get("failed_checks") or []) or (r.get("error") or "")
             peak = r.get("peak_memory_mb")
-            lines.append(f"| {r['lesson']} | {r['status']} | {r['wall_s']:.1f} | {r['cap_s']:.0f} | "
+            planned = r.get("planned_training_s")
+            lines.append(f"| {r['lesson']} | {r['status']} | {r['wall_s']:.1f} | "
+                         f"{'–' if planned is None else f'{planned:.0f}'} | {r['cap_s']:.0f} | "
                          f"{'–' if peak is None else f'{peak:.0f}'} | {problem.replace('|', '/')[:200]} |")
         lines.append("")
     if report["steps"]:

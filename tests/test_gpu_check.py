@@ -60,3 +60,19 @@ def test_shrunken_check_runs_a_lesson_and_a_tiny_bench_on_the_cpu(tmp_path):
     assert {s["what"] for s in report["skipped"]} == {"fit-compile", "monai"}
     saved = json.loads((tmp_path / "gpu_check.json").read_text())
     assert saved["machine"]["torch"] and saved["profile_overrides"]["image_size"] == 32
+
+
+def test_lesson_rows_carry_the_plans_estimate(monkeypatch):
+    from medlab import profiles
+
+    gpu_check = load_script()
+    full = gpu_check.planned_training_s()
+    assert "00_medical_images" not in full and full["02_segmentation"] > 0
+    monkeypatch.setenv(profiles.OVERRIDES_VARIABLE, json.dumps(gpu_check.wiring_overrides()))
+    shrunk = gpu_check.planned_training_s()  # the profile as the check resolves it: shrunken here
+    assert set(shrunk) == set(full) and shrunk["02_segmentation"] < full["02_segmentation"]
+    row = {"lesson": "02_segmentation", "status": "passed", "wall_s": 50.0, "cap_s": 120,
+           "planned_training_s": full["02_segmentation"], "peak_memory_mb": 900.0}
+    text = gpu_check.markdown({"machine": {"math_mode": {"tf32": True}}, "device": "cuda", "budget_s": 600, "elapsed_s": 60, "caps": {},
+                               "started": "now", "shrink": False, "lessons": [row], "steps": [], "skipped": []})
+    assert f"| 02_segmentation | passed | 50.0 | {full['02_segmentation']:.0f} | 120 |" in text
