@@ -28,7 +28,7 @@ Budgets (on a 2-core machine without a GPU):
 Every suite table also gives each lesson's own estimate of its run time on an
 NVIDIA T4 (``t4_estimate_s`` in its ``metrics.json``, written by
 ``medlab.record``; see ``medlab/compute.py`` for the formula and the assumed
-T4 rates): from a gpu run it is the estimate the issue asks for, from a cpu
+T4 rates): from a gpu run it is the estimate a course on a T4 needs, from a cpu
 run it is informative only (the launch cost of small networks is not in it).
 
 Writes ``benchmarks/results/budgets.md`` (sections not measured this time are
