@@ -292,33 +292,12 @@ def _gaussian_kernels(sigmas: torch.Tensor, radius: int) -> torch.Tensor:
 
 
 def blur(x: torch.Tensor, sigma) -> torch.Tensor:
-    """Gaussian blur of a stack ``(N, H, W)`` as scipy's ``gaussian_filter1d`` (mode ``nearest``, 3 sigma).
+    """Gaussian blur of a stack ``(N, H, W)`` as scipy's ``gaussian_filter1d`` (mode ``nearest``, 3 sigma) along the
+    rows, then the columns; float32, a new tensor.
 
     ``sigma`` in pixels: a number, or one per image (a tensor or array of length ``N``).
     """
-    n, h, w = x.shape
-    per_image = not np.isscalar(sigma) and not (isinstance(sigma, torch.Tensor) and sigma.ndim == 0)
-    s = torch.as_tensor(np.asarray(sigma, np.float64) if not isinstance(sigma, torch.Tensor) else sigma,
-                        device=x.device).reshape(-1)
-    if float(s.max()) <= 0:
-        return x.float().clone()
-    radius = int(3.0 * float(s.max()) + 0.5)
-    out = x.float()
-    if not per_image:  # one kernel for the whole stack: a weighted sum of shifted copies, rows then columns
-        k = _gaussian_kernels(s, radius)[0].tolist()
-        t = F.pad(out[:, None], (radius, radius, radius, radius), mode="replicate")[:, 0]
-        rows = t[:, 0:h] * k[0]
-        for i in range(1, 2 * radius + 1):
-            rows.add_(t[:, i:i + h], alpha=k[i])
-        cols = rows[:, :, 0:w] * k[0]
-        for i in range(1, 2 * radius + 1):
-            cols.add_(rows[:, :, i:i + w], alpha=k[i])
-        return cols
-    k = _gaussian_kernels(s, radius)       # (N, K): rows then columns, grouped 1-D convolutions, edges replicated
-    t = F.pad(out.transpose(1, 2).reshape(1, n * w, h), (radius, radius), mode="replicate")
-    out = F.conv1d(t, k.repeat_interleave(w, 0)[:, None], groups=n * w).reshape(n, w, h).transpose(1, 2)
-    t = F.pad(out.reshape(1, n * h, w), (radius, radius), mode="replicate")
-    return F.conv1d(t, k.repeat_interleave(h, 0)[:, None], groups=n * h).reshape(n, h, w)
+    return blur1d(blur1d(x, sigma, dim=-2), sigma, dim=-1)
 
 
 def field_cells(noise: PixelNoise, n: int, cells: int) -> torch.Tensor:
