@@ -2,9 +2,7 @@
 
 The renderer's source is re-compiled with a clock reading after every top-level statement (loops and ``if``
 blocks count as one statement), then the generator is called as usual; the table lists the statements that
-took longest, in seconds and in percent of the whole call. A second measurement checks the one cheap change
-that was considered (drawing rotated ellipses in float32 instead of float64) for speed and for whether the
-images stay the same.
+took longest, in seconds and in percent of the whole call.
 
     python benchmarks/phantom_profile.py                      # ct_slice and chest_xray at 64 px, writes results/phantom_profile.md
     python benchmarks/phantom_profile.py --kind ct_slice --size 128 --n 256 --output -
@@ -62,40 +60,6 @@ def statement_times(kind: str, size: int, n: int, calls: int = 3, top: int = 12)
     return calls * n / total, rows
 
 
-def float32_rotation_check(size: int, n: int, repeats: int = 4) -> dict:
-    """Time ct_slice + chest_xray with rotated ellipses in float64 (as now) and float32; compare the images."""
-    from medlab.data import phantoms
-    from medlab.data.phantoms import _common
-
-    ct, cxr = importlib.import_module(MODULES["ct_slice"]), importlib.import_module(MODULES["chest_xray"])
-    original = _common.ellipse_r2
-
-    def float32_rotation(y, x, cy, cx, ry, rx, angle=0.0):
-        if np.any(np.asarray(angle) != 0):
-            angle = np.float32(angle) if np.ndim(angle) == 0 else np.asarray(angle, np.float32)
-        return original(y, x, cy, cx, ry, rx, angle)
-
-    times = {"float64 (as now)": [], "float32": []}
-    try:
-        for _ in range(repeats):
-            for name, fn in (("float64 (as now)", original), ("float32", float32_rotation)):
-                ct.ellipse_r2 = cxr.ellipse_r2 = fn
-                started = time.perf_counter()
-                phantoms.ct_slice(n, size=size, seed=1)
-                phantoms.chest_xray(n, size=size, seed=1)
-                times[name].append(time.perf_counter() - started)
-        ct.ellipse_r2 = cxr.ellipse_r2 = original
-        a = phantoms.ct_slice(64, size=size, seed=3)
-        ct.ellipse_r2 = float32_rotation
-        b = phantoms.ct_slice(64, size=size, seed=3)
-    finally:
-        ct.ellipse_r2 = cxr.ellipse_r2 = original
-    return {"median_s": {k: float(np.median(v)) for k, v in times.items()},
-            "identical": bool(np.array_equal(a.images, b.images)),
-            "max_abs_diff_hu": float(np.abs(a.images - b.images).max()),
-            "lesion_pixels_changed": int((a.masks["lesion"] != b.masks["lesion"]).sum())}
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--kind", action="append", choices=sorted(MODULES), help="default: both")
@@ -117,15 +81,6 @@ def main(argv=None):
                 "| seconds | share | statement (first line) |", "|---:|---:|---|"]
         out += [f"| {s:.3f} | {share:.1%} | `{text[:110]}` |" for s, share, text in rows]
         out.append("")
-    check = float32_rotation_check(args.size, args.n)
-    m = check["median_s"]
-    out += ["## Rotated ellipses in float32 instead of float64", "",
-            f"ct_slice + chest_xray, {args.n} images each: {m['float64 (as now)']:.2f} s as now, {m['float32']:.2f} s "
-            f"in float32 ({m['float64 (as now)'] / m['float32']:.2f}× faster). Same images: "
-            f"{'yes' if check['identical'] else 'no'} (largest difference {check['max_abs_diff_hu']:.1f} HU, "
-            f"{check['lesion_pixels_changed']} lesion-mask pixels changed in 64 CT slices), so it is "
-            + ("a cheap fix." if check["identical"] else "not a fix that keeps the same images for the same seed."),
-            ""]
     text = "\n".join(out)
     print(text)
     if str(args.output) != "-":

@@ -23,7 +23,9 @@ Conventions (every generator follows them):
 * The chest X-ray, CT, lung ultrasound, ultrasound nodule and fundus phantoms render their pixels with torch on a chosen
   ``device`` (``_torch``): the same draws in the same order on the CPU; on a
   GPU the per-pixel noise comes from a torch generator on the GPU instead.
-  The helpers below are the NumPy versions the other phantoms still use.
+  The NumPy helpers below are what :mod:`medlab.data.shift` applies to any
+  image (``apply_domain``), and the references the torch primitives are
+  tested against.
 """
 from __future__ import annotations
 
@@ -329,12 +331,6 @@ def smooth_field(rng: np.random.Generator, n: int, size: int, cells: int = 6) ->
     return field_ / (field_.std(axis=(1, 2), keepdims=True) + 1e-6)
 
 
-def soft_step(d: np.ndarray, width: float) -> np.ndarray:
-    """A smooth 0-to-1 ramp: 1 where ``d <= -width``, 0 where ``d >= width`` (smoothstep)."""
-    t = np.clip(0.5 - d / (2.0 * width), 0.0, 1.0)
-    return t * t * (3.0 - 2.0 * t)
-
-
 def ramp(d: np.ndarray, width: float) -> np.ndarray:
     """A linear 0-to-1 ramp (cheap anti-aliased edge): 1 where ``d <= -width/2``, 0 where ``d >= width/2``."""
     out = d * (-1.0 / width)
@@ -361,35 +357,6 @@ def ellipse_r2(y, x, cy, cx, ry, rx, angle=0.0) -> np.ndarray:
 def chunk_size(size: int, pixels: int = 2 ** 18) -> int:
     """Images per rendering chunk: about ``pixels`` pixels, so that arrays stay in cache."""
     return max(4, pixels // (size * size))
-
-
-def render_in_chunks(params: dict, n: int, step: int, render, outputs, rows_per_item: int = 1) -> None:
-    """Render ``n`` phantoms ``step`` at a time into preallocated ``outputs``.
-
-    ``render(sub, start, stop)`` receives the per-phantom parameters of items
-    ``start`` to ``stop - 1`` (every array in ``params`` sliced along its first
-    axis) and returns one array per output; rows
-    ``start * rows_per_item`` to ``stop * rows_per_item`` of each output
-    receive it (``rows_per_item`` is the number of frames per clip).
-    """
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        sub = {k: v[start:stop] for k, v in params.items()}
-        rows = slice(start * rows_per_item, stop * rows_per_item)
-        for out, part in zip(outputs, render(sub, start, stop), strict=True):
-            out[rows] = part
-
-
-def ellipse_radius(y, x, cy, cx, ry, rx, angle=0.0) -> np.ndarray:
-    """Normalised elliptic radius: < 1 inside the ellipse, 1 on its border.
-
-    All arguments broadcast; ``angle`` in radians (counter-clockwise).
-    """
-    dy, dx = y - cy, x - cx
-    if np.any(np.asarray(angle) != 0):
-        c, s = np.cos(angle), np.sin(angle)
-        dx, dy = c * dx + s * dy, -s * dx + c * dy
-    return np.sqrt((dx / rx) ** 2 + (dy / ry) ** 2)
 
 
 def apply_domain(clean: np.ndarray, rng: np.random.Generator, dom: Domain, noise: float,
