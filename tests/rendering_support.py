@@ -27,3 +27,25 @@ def on_threads(threads: int, make):
         return make()
     finally:
         torch.set_num_threads(before)
+
+
+def assert_same_pixels(one, two) -> None:
+    """Two phantom batches with the same images and masks, byte for byte."""
+    np.testing.assert_array_equal(one.images, two.images)
+    assert set(one.masks) == set(two.masks)
+    for k in one.masks:
+        np.testing.assert_array_equal(one.masks[k], two.masks[k])
+
+
+def assert_tensors_equal_arrays(tensors, arrays) -> None:
+    """A batch made with ``as_tensors=True`` holds the same phantoms as one made without: images, labels and
+    int64 masks as tensors, attrs as they are."""
+    assert isinstance(tensors.images, torch.Tensor) and tuple(tensors.images.shape) == arrays.images.shape
+    np.testing.assert_array_equal(tensors.images.numpy(), arrays.images)
+    np.testing.assert_array_equal(tensors.labels.numpy(), arrays.labels)
+    assert set(tensors.masks) == set(arrays.masks)
+    for k in arrays.masks:
+        assert tensors.masks[k].dtype == torch.int64
+        np.testing.assert_array_equal(tensors.masks[k].numpy(), arrays.masks[k])
+    for k in arrays.attrs:
+        np.testing.assert_array_equal(np.asarray(tensors.attrs[k]), np.asarray(arrays.attrs[k]))

@@ -15,7 +15,7 @@ from medlab.data import PhantomStream
 from medlab.data import phantoms as P
 from medlab.data.phantoms import _common, _torch
 from medlab.errors import ParameterError
-from rendering_support import force_device_noise, on_threads
+from rendering_support import assert_same_pixels, assert_tensors_equal_arrays, force_device_noise, on_threads
 
 BEFORE = {
     "default": (dict(n=10, size=64, seed=0),
@@ -80,23 +80,15 @@ def test_threads_do_not_change_the_images():
         return [P.ct_slice(300, size=32, seed=2), P.chest_xray(300, size=32, seed=2, pose=1.0, bias=0.1)]
     one, two = on_threads(1, make), on_threads(2, make)
     for a, b in zip(one, two):
-        np.testing.assert_array_equal(a.images, b.images)
-        for k in a.masks:
-            np.testing.assert_array_equal(a.masks[k], b.masks[k])
+        assert_same_pixels(a, b)
 
 
 @pytest.mark.parametrize("generator", [P.ct_slice, P.chest_xray])
 def test_as_tensors_returns_the_same_phantoms_as_tensors(generator):
     arrays = generator(12, size=32, seed=5)
     tensors = generator(12, size=32, seed=5, device="cpu", as_tensors=True)
-    assert isinstance(tensors.images, torch.Tensor) and tensors.images.shape == (12, 1, 32, 32)
-    np.testing.assert_array_equal(tensors.images.numpy(), arrays.images)
-    np.testing.assert_array_equal(tensors.labels.numpy(), arrays.labels)
-    for k in arrays.masks:
-        assert tensors.masks[k].dtype == torch.int64
-        np.testing.assert_array_equal(tensors.masks[k].numpy(), arrays.masks[k])
-    for k in arrays.attrs:
-        np.testing.assert_array_equal(np.asarray(tensors.attrs[k]), np.asarray(arrays.attrs[k]))
+    assert tensors.images.shape == (12, 1, 32, 32)
+    assert_tensors_equal_arrays(tensors, arrays)
 
 
 @pytest.mark.parametrize("generator", [P.ct_slice, P.chest_xray])

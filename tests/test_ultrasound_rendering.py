@@ -15,7 +15,7 @@ from scipy.ndimage import gaussian_filter1d
 from medlab.data import phantoms as P
 from medlab.data.phantoms import _torch, ultrasound
 from medlab.errors import ParameterError
-from rendering_support import force_device_noise, on_threads
+from rendering_support import assert_same_pixels, assert_tensors_equal_arrays, force_device_noise, on_threads
 
 BEFORE = {
     "frames_mixed": (P.lung_ultrasound, dict(n=8, size=64, seed=0, probe="mixed"),
@@ -83,9 +83,7 @@ def test_threads_do_not_change_the_images():
                 P.lung_ultrasound_clips(10, frames=5, size=32, seed=2, domain="B")]
     one, two = on_threads(1, make), on_threads(2, make)
     for a, b in zip(one, two):
-        np.testing.assert_array_equal(a.images, b.images)
-        for k in a.masks:
-            np.testing.assert_array_equal(a.masks[k], b.masks[k])
+        assert_same_pixels(a, b)
 
 
 @pytest.mark.parametrize("clips", [False, True])
@@ -93,14 +91,7 @@ def test_as_tensors_returns_the_same_phantoms_as_tensors(clips):
     make = (lambda **kw: P.lung_ultrasound_clips(4, frames=3, size=32, seed=5, probe="mixed", **kw)) if clips \
         else (lambda **kw: P.lung_ultrasound(12, size=32, seed=5, probe="mixed", fade=0.5, **kw))
     arrays, tensors = make(), make(device="cpu", as_tensors=True)
-    assert isinstance(tensors.images, torch.Tensor) and tuple(tensors.images.shape) == arrays.images.shape
-    np.testing.assert_array_equal(tensors.images.numpy(), arrays.images)
-    np.testing.assert_array_equal(tensors.labels.numpy(), arrays.labels)
-    for k in arrays.masks:
-        assert tensors.masks[k].dtype == torch.int64
-        np.testing.assert_array_equal(tensors.masks[k].numpy(), arrays.masks[k])
-    for k in arrays.attrs:
-        np.testing.assert_array_equal(np.asarray(tensors.attrs[k]), np.asarray(arrays.attrs[k]))
+    assert_tensors_equal_arrays(tensors, arrays)
 
 
 @pytest.mark.parametrize("clips", [False, True])
