@@ -33,7 +33,7 @@ from ...errors import ParameterError
 
 __all__ = ["phantom_device", "Canvas", "Scratch", "Pose", "shift", "ramp_", "ramp_coefficients", "PixelNoise",
            "blur", "resize", "upsample", "smooth_field", "apply_domain", "field_cells", "render_chunks",
-           "chunk_images", "col", "to_numpy", "lerp_", "blur1d", "binomial", "speckle"]
+           "chunk_images", "col", "to_numpy", "lerp_", "blur1d", "binomial", "speckle", "gauss_"]
 
 
 def phantom_device(device) -> torch.device:
@@ -204,10 +204,17 @@ def _as_col(v):
     return v.reshape(-1, 1) if v.ndim >= 1 else float(v)
 
 
-def ramp_(d: torch.Tensor, width: float) -> torch.Tensor:
+def ramp_(d: torch.Tensor, width) -> torch.Tensor:
     """A linear 0-to-1 ramp (anti-aliased edge) in place: 1 where ``d <= -width/2``, 0 where ``d >= width/2``
-    (``d`` is overwritten and returned; ``_common.ramp`` is the NumPy version)."""
+    (``d`` is overwritten and returned; ``_common.ramp`` is the NumPy version). ``width``: a number, or a tensor
+    that broadcasts against ``d`` (one width per image, ``(N, 1, 1)``)."""
     return d.mul_(-1.0 / width).add_(0.5).clamp_(0.0, 1.0)
+
+
+def gauss_(u: torch.Tensor) -> torch.Tensor:
+    """``exp(-u²)`` in place, ``u²`` clipped at 80 (below ``e^-80`` torch's CPU exp takes a slow path; 1.8e-35
+    is 0 here)."""
+    return u.square_().clamp_max_(80.0).neg_().exp_()
 
 
 class PixelNoise:

@@ -26,8 +26,8 @@ import torch
 
 from ...errors import ParameterError
 from ._common import PhantomBatch, balanced_labels, check_common, check_range, domain_args
-from ._torch import (Canvas, PixelNoise, apply_domain, blur, chunk_images, col, field_cells, phantom_device, ramp_,
-                     render_chunks, smooth_field, to_numpy)
+from ._torch import (Canvas, PixelNoise, apply_domain, blur, chunk_images, col, field_cells, gauss_, phantom_device,
+                     ramp_, render_chunks, smooth_field, to_numpy)
 from ._torch import speckle as speckle_tensor
 
 __all__ = ["us_nodule", "NODULE_CLASSES", "tirads_level"]
@@ -191,7 +191,7 @@ def _render(p, canvas: Canvas, draws, organ, lesion_contrast, speckle_level, sig
     # background layers: skin, subcutaneous layer / strap muscles, gland, deep tissue
     tex = smooth_field(draws["texture"], size)
     layer_end = c(p["layer"])
-    skin = _gauss_((d - 0.025).mul_(size).div_(1.5)) * 0.6
+    skin = gauss_((d - 0.025).mul_(size).div_(1.5)) * 0.6
     if organ == "thyroid":
         sub = 0.22 + 0.03 * tex  # strap muscles: hypoechoic, striated
         sub = sub + 0.06 * (torch.sin(d * 90.0 + 0.4 * tex) > 0.6)
@@ -230,7 +230,7 @@ def _render(p, canvas: Canvas, draws, organ, lesion_contrast, speckle_level, sig
         border += c(p["spic"]) * torch.clip(wav, 0, 1) ** 6
     # edge width in rho units: about one pixel
     e_rho = edge / torch.minimum(sx, sy)
-    inside = _ramp_w(rho - border, 2 * e_rho)
+    inside = ramp_(rho - border, 2 * e_rho)
     nodule_mask = inside >= 0.5
 
     echo = 1.0 + lesion_contrast * (c(p["echo"]) - 1.0)
@@ -238,7 +238,7 @@ def _render(p, canvas: Canvas, draws, organ, lesion_contrast, speckle_level, sig
     amp = amp * (1 - inside) + inside * amp * echo * inner_tex
     # halo: a thin hypoechoic rim (benign)
     if p["halo"].any():
-        rim = _ramp_w((rho - border).abs() - 0.08, 2 * e_rho) * c(p["halo"])
+        rim = ramp_((rho - border).abs() - 0.08, 2 * e_rho) * c(p["halo"])
         amp = amp * (1 - 0.5 * lesion_contrast * rim)
     # posterior features: enhancement (>1) or shadowing (<1) in a column below the nodule
     below = ramp_(dx.abs() - sx * 0.8, 0.05) * ramp_(c(p["cy"]) + sy / 2 - d, 0.03) * (1 - inside)
@@ -269,13 +269,3 @@ def _render(p, canvas: Canvas, draws, organ, lesion_contrast, speckle_level, sig
     img = apply_domain(img, draws["z"], dom, sigma_noise)
     img.clamp_(0.0, 1.0)
     return img, nodule_mask.to(torch.uint8)
-
-
-def _ramp_w(d: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
-    """``ramp(d, width)`` with a per-image ``width`` ``(m, 1, 1)``, in place (as ``_common.ramp``)."""
-    return d.mul_(-1.0 / width).add_(0.5).clamp_(0.0, 1.0)
-
-
-def _gauss_(u: torch.Tensor) -> torch.Tensor:
-    """``exp(-u²)`` in place, ``u²`` clipped at 80 (below ``e^-80`` torch's CPU exp takes a slow path)."""
-    return u.square_().clamp_max_(80.0).neg_().exp_()

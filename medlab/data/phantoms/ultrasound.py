@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from ...errors import ParameterError
 from ._common import PhantomBatch, balanced_labels, check_common, check_range, domain_args
-from ._torch import (PixelNoise, apply_domain, blur1d, col, phantom_device, ramp_, render_chunks, to_numpy)
+from ._torch import (PixelNoise, apply_domain, blur1d, col, gauss_, phantom_device, ramp_, render_chunks, to_numpy)
 from ._torch import speckle as speckle_tensor
 
 __all__ = ["lung_ultrasound", "lung_ultrasound_clips", "LUS_CLASSES"]
@@ -467,12 +467,12 @@ def _render_clips(p, labels, frames, size, draws, dev, lesion_contrast, noise, s
     fascia = torch.zeros((k, H, 1), device=dev)
     for j in range(2):
         fd = c(P["fascia_d"][:, j] * P["dp"])
-        fascia += _gauss_((d - fd).mul_(H / 1.2))
+        fascia += gauss_((d - fd).mul_(H / 1.2))
     amp = (c(P["wall_echo"]) + 0.35 * fascia) * (1.0 - below)
 
     # pleural line, with gaps where it is broken (score 2 and some 3)
     line_t = 1.2 / H
-    pleura_profile = _gauss_((d - dp).div_(line_t))
+    pleura_profile = gauss_((d - dp).div_(line_t))
     line_amp = c(P["pleura_amp"]).expand(k, 1, W)
     cons = P["cons_present"]
     cons_l = P["cons_l"] + sh
@@ -486,7 +486,7 @@ def _render_clips(p, labels, frames, size, draws, dev, lesion_contrast, noise, s
     b_l = P["b_l"] + sh[:, None]
     on = (np.arange(_MAX_B)[None] < P["n_b"][:, None]) & b_on.reshape(k, _MAX_B)
     as_rows = lambda v: torch.as_tensor(np.asarray(v), dtype=torch.float32, device=dev)[:, :, None]  # noqa: E731
-    g = _gauss_((lat - as_rows(b_l)).div_(as_rows(P["b_w"]))).mul_(as_rows(P["b_amp"] * on))
+    g = gauss_((lat - as_rows(b_l)).div_(as_rows(P["b_w"]))).mul_(as_rows(P["b_amp"] * on))
     bprof = g.amax(dim=1, keepdim=True).clamp_min_(0.0)  # (k, 1, W)
     # white lung: confluent B-lines over most of the width (score 3)
     white = labels == 3
@@ -501,7 +501,7 @@ def _render_clips(p, labels, frames, size, draws, dev, lesion_contrast, noise, s
     a_img = torch.zeros((k, H, W), device=dev)
     a_mask = torch.zeros((k, H, W), dtype=torch.bool, device=dev)
     for j, level in ((2, 0.6), (3, 0.35), (4, 0.2)):
-        prof = _gauss_((d - j * dp_smooth).div_(line_t * 1.3))
+        prof = gauss_((d - j * dp_smooth).div_(line_t * 1.3))
         a_img += level * prof
         a_mask |= prof > 0.4
     a_vis = c(P["a_lines"]) * (1.0 - torch.clamp(bprof * 1.5, 0, 1))
@@ -539,7 +539,7 @@ def _render_clips(p, labels, frames, size, draws, dev, lesion_contrast, noise, s
         inner = c(P["rib_l"][:, side])
         in_rib = ramp_(inner - sign * lat, 0.05) * c(has)  # lateral extent of the rib
         rib_top = c(P["dp"]) - 0.06
-        surface = _gauss_((d - rib_top).mul_(H / 1.5))
+        surface = gauss_((d - rib_top).mul_(H / 1.5))
         shadow = ramp_(rib_top - d, 2.0 / H)
         amp = amp * (1 - in_rib * shadow * 0.92) + in_rib * surface * 0.8
 
@@ -592,10 +592,6 @@ def _render_clips(p, labels, frames, size, draws, dev, lesion_contrast, noise, s
     return img, findings, sector, score.astype(np.int64), n_b_visible.astype(np.int64), areas
 
 
-def _gauss_(u: torch.Tensor) -> torch.Tensor:
-    """``exp(-u²)`` in place, ``u²`` clipped at 80 (below ``e^-80`` torch's CPU exp takes a slow path; 1.8e-35
-    is 0 here)."""
-    return u.square_().clamp_max_(80.0).neg_().exp_()
 
 
 _FAN_CACHE: dict[int, tuple] = {}
