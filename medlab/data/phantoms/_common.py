@@ -354,11 +354,6 @@ def ellipse_r2(y, x, cy, cx, ry, rx, angle=0.0) -> np.ndarray:
     return dx + dy
 
 
-def chunk_size(size: int, pixels: int = 2 ** 18) -> int:
-    """Images per rendering chunk: about ``pixels`` pixels, so that arrays stay in cache."""
-    return max(4, pixels // (size * size))
-
-
 def apply_domain(clean: np.ndarray, rng: np.random.Generator, dom: Domain, noise: float,
                  reference: float = 0.0, offset_unit: float = 1.0, mid: float = 0.5) -> np.ndarray:
     """Render a clean stack ``(N, H, W)`` through a scanner ``dom`` with noise level ``noise``.

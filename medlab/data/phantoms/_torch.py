@@ -55,13 +55,14 @@ def phantom_device(device) -> torch.device:
     return resolved
 
 
-def chunk_images(size: int, device: torch.device) -> int:
-    """Images per rendering chunk: about 2^18 pixels on a CPU, 2^24 on a GPU.
+def chunk_images(size: int, device: torch.device, cpu_pixels: int = 2 ** 18) -> int:
+    """Images per rendering chunk: about ``cpu_pixels`` pixels on a CPU, 2^24 on a GPU (at least 4 images).
 
     On the CPU the chunk is part of the random stream: each chunk draws its pixel noise in turn, so this size
-    (that of medlab's NumPy renderer) is what keeps the CPU images equal to that renderer's. Do not change it.
+    (that of medlab's NumPy renderer for the generator: 2^18 pixels for most, 2^17 for the lung ultrasound, 2^16
+    for the fundus) is what keeps the CPU images equal to that renderer's. Do not change it.
     """
-    pixels = 2 ** 18 if device.type == "cpu" else 2 ** 24
+    pixels = cpu_pixels if device.type == "cpu" else 2 ** 24
     return max(4, pixels // (size * size))
 
 

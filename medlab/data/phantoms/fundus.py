@@ -70,7 +70,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._common import PhantomBatch, balanced_labels, check_common, check_range, chunk_size, domain_args
+from ._common import PhantomBatch, balanced_labels, check_common, check_range, domain_args
 from ._torch import (Canvas, PixelNoise, apply_domain, chunk_images, col, field_cells, phantom_device,
                      render_chunks, smooth_field, to_numpy)
 
@@ -149,7 +149,7 @@ def fundus(n: int, size: int = 64, seed: int = 0, *, lesion_contrast: float = 1.
     canvas, noise_source = Canvas(size, dev), PixelNoise(rng, seed, dev)
     peaks, evidence = _visibility(p, size)
     # on the CPU, the chunks of the NumPy renderer (each draws its pixel noise in turn from the stream)
-    step = chunk_size(size, 2 ** 16) if dev.type == "cpu" else chunk_images(size, dev)
+    step = chunk_images(size, dev, cpu_pixels=2 ** 16)
     with torch.no_grad():
         images = torch.empty((n, 3, size, size), device=dev)
         masks = torch.empty((n, size, size), dtype=torch.int64, device=dev)

@@ -44,7 +44,8 @@ import torch.nn.functional as F
 
 from ...errors import ParameterError
 from ._common import PhantomBatch, balanced_labels, check_common, check_range, domain_args
-from ._torch import (PixelNoise, apply_domain, blur1d, col, gauss_, phantom_device, ramp_, render_chunks, to_numpy)
+from ._torch import (PixelNoise, apply_domain, blur1d, chunk_images, col, gauss_, phantom_device, ramp_, render_chunks,
+                     to_numpy)
 from ._torch import speckle as speckle_tensor
 
 __all__ = ["lung_ultrasound", "lung_ultrasound_clips", "LUS_CLASSES"]
@@ -251,8 +252,7 @@ def _generate(n, frames, size, seed, probe, lesion_contrast, lesion_size, count,
 def _clips_per_chunk(size: int, frames: int, device: torch.device) -> int:
     """Clips per rendering chunk: about 2^17 pixels on a CPU (the NumPy renderer's chunk, which is part of the
     random stream: do not change it), 2^24 on a GPU."""
-    pixels = 2 ** 17 if device.type == "cpu" else 2 ** 24
-    return max(1, max(4, pixels // (size * size)) // frames)
+    return max(1, chunk_images(size, device, cpu_pixels=2 ** 17) // frames)
 
 
 def _draw_params(rng, labels, probe, lesion_size, count):
