@@ -807,8 +807,9 @@ def measure_phantoms(kind: str = "ct_slice", size: int = 64, n: int = 256, repea
     One warm-up call of 8 images; then ``repeats`` calls with different seeds;
     median and spread over the repeats. The phantoms rendered with torch
     (``medlab.data.stream.STREAM_KINDS``) are rendered on ``device`` (the
-    device the training rows of the same run use) and timed until the images
-    are there; the others always run on the CPU.
+    device the training rows of the same run use; the CPU when that is Apple's
+    ``mps``, which lacks the float64 arithmetic they use) and timed until the
+    images are there; the others always run on the CPU.
     """
     import torch
 
@@ -820,6 +821,8 @@ def measure_phantoms(kind: str = "ct_slice", size: int = 64, n: int = 256, repea
         raise ParameterError(f"unknown phantom kind {kind!r}; use chest_xray, ct_slice, lung_ultrasound, us_nodule "
                              f"or fundus")
     dev = _resolve_device(device) if kind in STREAM_KINDS else torch.device("cpu")
+    if dev.type not in ("cpu", "cuda"):
+        dev = torch.device("cpu")
     on_device = {"device": dev, "as_tensors": True} if kind in STREAM_KINDS else {}
     generator(8, size=size, seed=seed, **on_device)
     times = []

@@ -58,6 +58,21 @@ class Context:
         return self.profile.knobs(self.notebook)
 
     @property
+    def phantom_device(self):
+        """Where this lesson renders its phantoms: the lesson's CUDA GPU in the ``gpu`` profile, else the CPU.
+
+        In the ``gpu`` profile the phantoms are drawn on the GPU the networks train on, so generating thousands of
+        128-pixel images takes a fraction of a second. Everywhere else they are drawn on the CPU: these are the
+        images the ``smoke`` and ``cpu`` profiles' expected metrics were measured on (a GPU draws its pixel noise
+        from a stream of its own), and Apple's ``mps`` lacks the float64 arithmetic the renderers use.
+        """
+        import torch
+
+        if self.profile.name == "gpu" and self.device.type == "cuda":
+            return self.device
+        return torch.device("cpu")
+
+    @property
     def metrics_path(self) -> Path:
         """Where :func:`record` writes."""
         return self.output_dir / METRICS_FILE

@@ -111,6 +111,19 @@ def test_device_argument_is_checked():
     if not torch.cuda.is_available():
         with pytest.raises(ParameterError, match="no CUDA GPU"):
             P.ct_slice(4, size=32, device="cuda")
+    for mps in ("mps", torch.device("mps")):      # no float64 there: refused by name, with the way out
+        with pytest.raises(ParameterError, match="mps lacks the float64.*device='cpu'"):
+            P.ct_slice(4, size=32, device=mps)
+
+
+def test_auto_device_is_cuda_or_the_cpu_never_mps(monkeypatch):
+    import medlab.runtime
+
+    monkeypatch.setattr(medlab.runtime, "_mps_available", lambda: True)   # a Mac: choose_device would pick mps
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert _torch.phantom_device("auto") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _torch.phantom_device("auto") == torch.device("cuda")
 
 
 def test_quadric_coefficients_equal_the_ellipse_formula():

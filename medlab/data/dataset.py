@@ -124,7 +124,7 @@ def split_seeds(seed: int) -> dict[str, int]:
 
 def make_splits(kind: str, n_train: int, n_val: int, n_test: int, size: int = 64, seed: int = 0,
                 target: str = "label", transform: Callable | None = None,
-                joint_transform: Callable | None = None, **knobs) -> dict[str, PhantomDataset]:
+                joint_transform: Callable | None = None, device=None, **knobs) -> dict[str, PhantomDataset]:
     """Train, validation and test :class:`PhantomDataset` of one phantom kind.
 
     Each split is generated from its own seed (:func:`split_seeds`), so the
@@ -140,6 +140,8 @@ def make_splits(kind: str, n_train: int, n_val: int, n_test: int, size: int = 64
         seed: the experiment's seed.
         target: ``"label"``, ``"mask"`` or a mask name (see :class:`PhantomDataset`).
         transform, joint_transform: applied to the training split only.
+        device: where the phantoms are rendered (``None`` or ``"cpu"``, ``"cuda"``,
+            ``"auto"``; see the generators); the datasets hold NumPy arrays either way.
         **knobs: passed to the generator (difficulty and domain knobs).
 
     Returns:
@@ -156,7 +158,7 @@ def make_splits(kind: str, n_train: int, n_val: int, n_test: int, size: int = 64
     out = {}
     for split, n in (("train", n_train), ("val", n_val), ("test", n_test)):
         try:
-            batch = generator(n, size=size, seed=seeds[split], **knobs)
+            batch = generator(n, size=size, seed=seeds[split], device=device, **knobs)
         except TypeError as exc:
             raise ParameterError(f"{name}: {exc}") from None
         out[split] = PhantomDataset(batch, target=target, window=window,

@@ -111,7 +111,8 @@ def _array_dataset(images, targets, class_names, meta=None):
 
 
 def load_segmentation(data: str = "phantom", task: str = "lung_lesion", size: int = 64, n_train: int = 400,
-              n_val: int = 100, n_test: int = 200, seed: int = 0, root=None, **knobs) -> SegmentationData:
+              n_val: int = 100, n_test: int = 200, seed: int = 0, root=None, device=None,
+              **knobs) -> SegmentationData:
     """Train, validation and test data of a segmentation task.
 
     Args:
@@ -130,6 +131,9 @@ def load_segmentation(data: str = "phantom", task: str = "lung_lesion", size: in
             each split are used).
         seed: the experiment's seed (phantom generation and real-data splits).
         root: folder of a real data set (default ``MEDLAB_DATA_DIR/<name>``).
+        device: where phantoms are rendered (``None`` or ``"cpu"``, ``"cuda"``,
+            ``"auto"``; see :func:`medlab.data.phantoms.ct_slice`). Real data
+            are read from files, so it does not apply to them.
         **knobs: phantom generator knobs (``lesion_size``, ``noise``, ...).
 
     Raises:
@@ -140,7 +144,7 @@ def load_segmentation(data: str = "phantom", task: str = "lung_lesion", size: in
         raise ParameterError(f"task must be one of {SEGMENTATION_TASKS}, not {task!r}")
     name = str(data).strip().lower()
     if name in ("phantom", "phantom:ct", "phantom:ct_slice"):
-        return _phantom_data(task, size, n_train, n_val, n_test, seed, knobs)
+        return _phantom_data(task, size, n_train, n_val, n_test, seed, dict(knobs, device=device))
     if knobs:
         raise ParameterError(f"phantom knobs {sorted(knobs)} do not apply to DATA={data!r}")
     if name == "mni152":

@@ -119,7 +119,8 @@ def _check_probability(name, value):
 def covid_cohort(n: int, *, seed: int = 0, size: int = 64, exposure_rate: float = 0.3,
                  infected_if_exposed: float = 0.75, infected_if_not: float = 0.34, other_pneumonia_rate: float = 0.3,
                  normal_ct_rate: float = 0.2, base_hazard: float = 0.002, follow_up: float = 28.0,
-                 dropout_mean: float = 60.0, noise: float = 20.0, lesion_contrast: float = 1.0) -> Cohort:
+                 dropout_mean: float = 60.0, noise: float = 20.0, lesion_contrast: float = 1.0,
+                 device=None) -> Cohort:
     """Draw ``n`` suspected COVID-19 patients from the causal model of this module's docstring.
 
     Args:
@@ -139,6 +140,9 @@ def covid_cohort(n: int, *, seed: int = 0, size: int = 64, exposure_rate: float 
         dropout_mean: mean days to loss to follow-up (exponential).
         noise: CT noise in HU.
         lesion_contrast: scale of the lesions' HU rise (1 as in the CT phantoms).
+        device: where the CT slices are rendered (``None`` or ``"cpu"``, ``"cuda"``,
+            ``"auto"``; see :func:`medlab.data.phantoms.ct_slice`). The table is the
+            same on every device.
 
     Returns:
         A :class:`Cohort` with ground truth: ``normal_ct`` (no lesion on the
@@ -183,7 +187,8 @@ def covid_cohort(n: int, *, seed: int = 0, size: int = 64, exposure_rate: float 
     time = np.minimum(time_to_severe, censor)
 
     batch = ct_slice(n, size=size, seed=int(rng.integers(2 ** 31)), lesions=lesions, involvement=involvement,
-                     consolidation_fraction=consolidation, noise=noise, lesion_contrast=lesion_contrast)
+                     consolidation_fraction=consolidation, noise=noise, lesion_contrast=lesion_contrast,
+                     device=device)
     lung, lesion = batch.masks["lung"].astype(bool), batch.masks["lesion"]
     contrast = _lesion_contrast(batch.images[:, 0], lung, lesion > 0)
     table = pd.DataFrame({
@@ -287,7 +292,7 @@ def _resize(array: np.ndarray, size: int) -> np.ndarray:
     return F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)[0, 0].numpy()
 
 
-def load_cohort(data: str, n: int, *, seed: int = 0, size: int = 64, **knobs) -> Cohort:
+def load_cohort(data: str, n: int, *, seed: int = 0, size: int = 64, device=None, **knobs) -> Cohort:
     """The cohort a lesson's ``DATA`` parameter names.
 
     Args:
@@ -295,6 +300,8 @@ def load_cohort(data: str, n: int, *, seed: int = 0, size: int = 64, **knobs) ->
             (:func:`read_cohort_folder`).
         n: patients to draw (phantoms; a folder gives all its patients).
         seed, size: as in :func:`covid_cohort`.
+        device: where phantom CT slices are rendered (:func:`covid_cohort`); a
+            folder's images are read from files, so it does not apply to them.
         **knobs: passed to :func:`covid_cohort` (phantoms only).
 
     Raises:
@@ -302,7 +309,7 @@ def load_cohort(data: str, n: int, *, seed: int = 0, size: int = 64, **knobs) ->
     """
     text = str(data).strip()
     if text.lower() == "phantom":
-        return covid_cohort(n, seed=seed, size=size, **knobs)
+        return covid_cohort(n, seed=seed, size=size, device=device, **knobs)
     if text.lower().startswith("folder:") and text[7:].strip():
         return read_cohort_folder(text[7:].strip(), size=size)
     raise ParameterError(

@@ -85,7 +85,7 @@ def _arrays(dataset) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def load_with_scanner_shift(data: str = "phantom", n_train: int = 600, n_val: int = 150, n_test: int = 300,
-                            size: int = 64, seed: int = 0, shifted_domain: str = "B", classes=None,
+                            size: int = 64, seed: int = 0, shifted_domain: str = "B", classes=None, device=None,
                             **phantom_knobs) -> ScannerShiftSplits:
     """Train, validation and test splits from scanner A, and the test set from scanner ``shifted_domain``.
 
@@ -99,6 +99,8 @@ def load_with_scanner_shift(data: str = "phantom", n_train: int = 600, n_val: in
             (:func:`medlab.data.dataset.split_seeds`).
         shifted_domain: the second scanner's preset, any but ``"A"``.
         classes: phantom classes in label order (default all of the generator's).
+        device: where phantoms are rendered (``None`` or ``"cpu"``, ``"cuda"``, ``"auto"``;
+            see :func:`medlab.data.phantoms.chest_xray`); it does not apply to real data.
         **phantom_knobs: passed to the phantom generator (e.g. ``lesion_contrast=2.0``).
 
     Raises:
@@ -116,12 +118,13 @@ def load_with_scanner_shift(data: str = "phantom", n_train: int = 600, n_val: in
         seeds = split_seeds(seed)
         x, y = {}, {}
         for split, n in sizes.items():
-            batch = phantoms.chest_xray(n, size=size, seed=seeds[split], classes=classes, domain="A", **phantom_knobs)
+            batch = phantoms.chest_xray(n, size=size, seed=seeds[split], classes=classes, domain="A", device=device,
+                                        **phantom_knobs)
             x[split], y[split] = torch.from_numpy(batch.images), torch.from_numpy(batch.labels).long()
             if split == "test":
                 lungs, names = batch.mask("lung"), list(batch.class_names)
         shifted = phantoms.chest_xray(n_test, size=size, seed=seeds["test"], classes=classes, domain=shifted_domain,
-                                      **phantom_knobs)
+                                      device=device, **phantom_knobs)
         x["shifted"], y["shifted"] = torch.from_numpy(shifted.images), torch.from_numpy(shifted.labels).long()
         return ScannerShiftSplits(x, y, names, "phantom:chest_xray", shifted_domain, lung_masks=lungs,
                                   notes={"shift": "same patients, other scanner preset"})

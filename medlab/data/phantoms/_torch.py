@@ -37,19 +37,27 @@ __all__ = ["phantom_device", "Canvas", "Scratch", "Pose", "shift", "ramp_", "ram
 
 
 def phantom_device(device) -> torch.device:
-    """The device phantoms are rendered on: ``None`` or ``"cpu"`` is the CPU, ``"auto"`` the GPU when there is one."""
+    """The device phantoms are rendered on: ``None`` or ``"cpu"`` is the CPU, ``"auto"`` the CUDA GPU when there is one.
+
+    Apple's ``mps`` is refused (``"auto"`` never picks it): the renderers compute positions and noise in float64,
+    which it lacks.
+    """
     if device is None:
         return torch.device("cpu")
-    if isinstance(device, torch.device):
-        return device
     if device == "auto":
-        from ...runtime import choose_device
-        return torch.device(choose_device("auto"))
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ParameterError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:0', 'mps' or a torch.device, "
-                             f"not {device!r}") from None
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device, torch.device):
+        resolved = device
+    else:
+        try:
+            resolved = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ParameterError(f"device must be 'auto', 'cpu', 'cuda', 'cuda:0' or a torch.device, "
+                                 f"not {device!r}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ParameterError(f"device={device!r}: phantoms render on the CPU or a CUDA GPU ({resolved.type} lacks "
+                             f"the float64 arithmetic they use); use device='cpu' and move the images to "
+                             f"{resolved.type} afterwards")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ParameterError(f"device={device!r} but torch sees no CUDA GPU here; use device='cpu' or 'auto'")
     return resolved

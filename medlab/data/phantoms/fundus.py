@@ -387,8 +387,11 @@ def _lines(groups, size: int, device) -> list:
     for dy, dx, w in ((0, 0, (1 - wy) * (1 - wx)), (0, 1, (1 - wy) * wx), (1, 0, wy * (1 - wx)), (1, 1, wy * wx)):
         yy, xx = y0 + dy, x0 + dx
         ok = (yy >= 0) & (yy < size) & (xx >= 0) & (xx < size)  # points off the image add nothing
-        total.index_add_(0, torch.where(ok, image + yy * size + xx, 0).view(-1),
-                         torch.where(ok, weight * w, 0.0).view(-1))
+        at, add = torch.where(ok, image + yy * size + xx, 0).view(-1), torch.where(ok, weight * w, 0.0).view(-1)
+        if total.device.type == "cpu":  # in order: the same sums every time
+            total.index_add_(0, at, add)
+        else:  # index_add_ adds atomically (in any order) on a GPU; the sorted accumulation is reproducible
+            total.index_put_((at,), add, accumulate=True)
     total = total.view(len(parts), m, size, size).float()
     # blurred, the line's cross-section integrates to weight / spacing = sqrt(2 pi): its peak is 1 / sigma_total,
     # and times sigma it becomes sigma / sigma_total (1 for wide lines)

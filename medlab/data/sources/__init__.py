@@ -93,7 +93,8 @@ def load_source(name: str = "phantom", root=None, split: str = "train", **option
         split: ``train``, ``val``, ``test`` or ``all``.
         **options: source options (``size``, ``channels``, ``target``,
             ``limit``, ``seed``, ``transform``, ...; ``medlab data list -v``
-            lists each source's).
+            lists each source's). Phantoms also take their generator's knobs,
+            ``device`` (where they are rendered) among them.
 
     Raises:
         DataNotFoundError: the files are not there (the message says how to get them).
