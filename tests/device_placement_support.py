@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import sys
 
-import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
@@ -169,12 +168,11 @@ def fake_cuda(monkeypatch):
     """Render with ``device=FAKE`` inside: see the module docstring. PixelNoise draws from a CPU generator."""
     original = _torch.PixelNoise.__init__
 
-    def init(self, rng, seed, device):
-        original(self, rng, seed, CPU)  # a real cuda Generator cannot be made here
+    def init(self, rng, seed, device, key=()):
+        original(self, rng, seed, CPU, key=key)  # a real cuda Generator cannot be made here
         self.device = device
         if device.type != "cpu":
-            state = np.random.SeedSequence(int(seed), spawn_key=(11,)).generate_state(2, np.uint64)
-            self.gen = torch.Generator().manual_seed(int(state[0] >> np.uint64(1)))
+            self.gen = torch.Generator().manual_seed(_torch.device_seed(seed, key))
 
     monkeypatch.setattr(_torch.PixelNoise, "__init__", init)
     resolve = _torch.phantom_device

@@ -8,13 +8,12 @@ from medlab.data.phantoms import _torch
 
 
 def force_device_noise(monkeypatch) -> None:
-    """Make every ``PixelNoise`` draw from a torch generator, as on a GPU, while rendering on the CPU."""
+    """Make every ``PixelNoise`` draw from a torch generator seeded as on a GPU, while rendering on the CPU."""
     original = _torch.PixelNoise.__init__
 
-    def torch_stream(self, rng, seed, device):
-        original(self, rng, seed, device)
-        state = np.random.SeedSequence(int(seed), spawn_key=(11,)).generate_state(1)
-        self.gen = torch.Generator().manual_seed(int(state[0]))
+    def torch_stream(self, rng, seed, device, key=()):
+        original(self, rng, seed, device, key=key)
+        self.gen = torch.Generator().manual_seed(_torch.device_seed(seed, key))
 
     monkeypatch.setattr(_torch.PixelNoise, "__init__", torch_stream)
 

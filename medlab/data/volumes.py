@@ -201,7 +201,8 @@ def crop_or_pad(array, shape, centre=None, value=0) -> np.ndarray:
 
 def load_volumes(source: str = "phantom", task: str | None = "lesion", *, n_train: int | None = None,
                  n_val: int | None = None, n_test: int | None = None, seed: int = 0,
-                 voxel_mm: float | None = None, size=None, root=None, channels=None, **knobs) -> VolumeData:
+                 voxel_mm: float | None = None, size=None, root=None, channels=None, device=None,
+                 **knobs) -> VolumeData:
     """Train, validation and test volumes of a 3D task.
 
     Args:
@@ -224,6 +225,9 @@ def load_volumes(source: str = "phantom", task: str | None = "lesion", *, n_trai
             ``MEDLAB_DATA_DIR/medmnist``).
         channels: phantoms: the contrasts to render (default T1, T2, FLAIR; atrophy T1);
             folders: the channels to read (default: those every case has).
+        device: phantoms: where the volumes are rendered (``None``/``"cpu"``, ``"cuda"``, ``"auto"``; see
+            :func:`medlab.data.phantoms.brain_mri`); the splits come back as NumPy arrays either way. Real
+            sources are read from files on the CPU and ignore it.
         **knobs: phantoms: generator knobs (``lesion_load``, ``lesion_radius_mm``,
             ``lesion_contrast``, ``anisotropy``, ``noise``, ``effect``, ...);
             folders: ``group_pattern`` (regex whose first group names the patient,
@@ -243,7 +247,7 @@ def load_volumes(source: str = "phantom", task: str | None = "lesion", *, n_trai
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0):
             raise ParameterError(f"n_{k} must be a non-negative integer or None, not {v!r}")
     if head == "phantom":
-        return _load_phantom(task, counts, seed, voxel_mm, size, channels, knobs)
+        return _load_phantom(task, counts, seed, voxel_mm, size, channels, knobs, device)
     if head == "folder":
         if not arg.strip():
             raise ParameterError("give the folder, as in DATA = 'folder:/path/to/cases'")
@@ -257,11 +261,14 @@ def load_volumes(source: str = "phantom", task: str | None = "lesion", *, n_trai
                          "vesselmnist3d, synapsemnist3d)")
 
 
-def _load_phantom(task, counts, seed, voxel_mm, size, channels, knobs):
+def _load_phantom(task, counts, seed, voxel_mm, size, channels, knobs, device=None):
     from .dataset import split_seeds
     from .phantoms.brain import ATROPHY_CLASSES, TISSUE_NAMES, brain_atrophy, brain_mri
 
     task = "lesion" if task is None else str(task)
+    if "as_tensors" in knobs:
+        raise ParameterError("load_volumes returns NumPy splits: leave as_tensors out (call medlab.data.phantoms."
+                             "brain_mri or brain_atrophy with as_tensors=True for tensors on the device)")
     if task not in VOLUME_TASKS:
         raise ParameterError(f"phantom task must be one of {VOLUME_TASKS}, not {task!r}")
     seeds = split_seeds(seed)
@@ -274,12 +281,12 @@ def _load_phantom(task, counts, seed, voxel_mm, size, channels, knobs):
             if task == "atrophy":
                 if channels not in (None, "T1", ("T1",), ["T1"]):
                     raise ParameterError("atrophy phantoms have one channel, T1; leave channels unset")
-                b = brain_atrophy(n, seed=seeds[split], voxel_mm=voxel_mm, shape=size, **knobs)
+                b = brain_atrophy(n, seed=seeds[split], voxel_mm=voxel_mm, shape=size, device=device, **knobs)
                 out[split] = (b.images, b.labels)
                 meta[split] = {"age": b.age, "severity": b.severity, "tissue": b.tissue, **b.attrs}
             else:
                 extra = {} if channels is None else {"channels": channels}
-                b = brain_mri(n, seed=seeds[split], voxel_mm=voxel_mm, shape=size, **extra, **knobs)
+                b = brain_mri(n, seed=seeds[split], voxel_mm=voxel_mm, shape=size, device=device, **extra, **knobs)
                 target = b.lesions if task == "lesion" else b.tissue
                 out[split] = (b.images, target)
                 meta[split] = {"tissue": b.tissue, **b.attrs}

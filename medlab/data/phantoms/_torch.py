@@ -226,21 +226,30 @@ def gauss_(u: torch.Tensor) -> torch.Tensor:
     return u.square_().clamp_max_(80.0).neg_().exp_()
 
 
+def device_seed(seed: int, key: tuple = ()) -> int:
+    """The seed of :class:`PixelNoise`'s generator on a device other than the CPU (a stream of its own for each
+    ``seed`` and ``key``, never that of ``default_rng(seed)``)."""
+    spawn = (11,) + tuple(int(k) for k in key)
+    state = np.random.SeedSequence(int(seed), spawn_key=spawn).generate_state(2, np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
 class PixelNoise:
     """The random numbers of the pixel fields: the NumPy stream ``rng`` on the CPU, a torch generator elsewhere.
 
     On the CPU every draw is taken from ``rng`` in the order of the calls, exactly as the NumPy renderer drew
     them. On another device the draws come from a generator on that device seeded from ``seed`` (a stream of its
-    own, not ``rng``'s), and ``rng`` is not touched.
+    own, not ``rng``'s), and ``rng`` is not touched. ``key``: extra integers that tell apart the device streams
+    of one ``seed`` (the brain volumes give each case ``key=(i,)``); the default ``()`` is the 2D generators'
+    stream.
     """
 
-    def __init__(self, rng: np.random.Generator, seed: int, device: torch.device):
+    def __init__(self, rng: np.random.Generator, seed: int, device: torch.device, key: tuple = ()):
         self.rng, self.device = rng, device
         self.gen = None
         if device.type != "cpu":
-            state = np.random.SeedSequence(int(seed), spawn_key=(11,)).generate_state(2, np.uint64)
             self.gen = torch.Generator(device=device)
-            self.gen.manual_seed(int(state[0] >> np.uint64(1)))
+            self.gen.manual_seed(device_seed(seed, key))
 
     def standard_normal(self, shape) -> torch.Tensor:
         """float32 standard normal numbers (NumPy: ``rng.standard_normal(shape, dtype=float32)``)."""
@@ -380,13 +389,18 @@ def lerp_(img: torch.Tensor, weight: torch.Tensor, value) -> torch.Tensor:
     return img.lerp_(value, weight)  # ``value`` broadcasts (a 0-d tensor is faster than an expanded one)
 
 
-def blur1d(x: torch.Tensor, sigma, dim: int = -1) -> torch.Tensor:
-    """Gaussian blur of a stack ``(N, ...)`` along one axis ``dim``, as scipy's ``gaussian_filter1d`` (mode
-    ``nearest``, 3 sigma); float32, a new tensor.
+def blur1d(x: torch.Tensor, sigma, dim: int = -1, mode: str = "nearest") -> torch.Tensor:
+    """Gaussian blur of a stack ``(N, ...)`` along one axis ``dim``, as scipy's ``gaussian_filter1d`` (3 sigma);
+    float32, a new tensor.
 
     ``sigma`` in pixels: a number, or one per image (length ``N``; 0 leaves that image as it is). Two calls give
-    an anisotropic blur (``_common.blur(x, (sy, sx))`` is ``blur1d(blur1d(x, sy, -2), sx, -1)``).
+    an anisotropic blur (``_common.blur(x, (sy, sx))`` is ``blur1d(blur1d(x, sy, -2), sx, -1)``); one call per
+    axis blurs volumes. ``mode``: the edges as scipy's ``mode``: ``"nearest"`` (the edge value repeated) or
+    ``"reflect"`` (mirrored about the edge, the edge value included: ``d c b a | a b c d``; scipy's
+    ``gaussian_filter`` default).
     """
+    if mode not in ("nearest", "reflect"):
+        raise ParameterError(f"blur mode must be 'nearest' or 'reflect', not {mode!r}")
     s = torch.as_tensor(np.asarray(sigma, np.float64) if not isinstance(sigma, torch.Tensor) else sigma,
                         device=x.device).reshape(-1)
     if len(x) == 0 or float(s.max()) <= 0:
@@ -396,7 +410,12 @@ def blur1d(x: torch.Tensor, sigma, dim: int = -1) -> torch.Tensor:
     radius = int(3.0 * float(s.max()) + 0.5)
     k = _gaussian_kernels(s.expand(n) if len(s) == 1 else s, radius)  # (N, 2 radius + 1)
     rows = xt.numel() // max(1, n * length)
-    t = F.pad(xt.reshape(1, n * rows, length), (radius, radius), mode="replicate")
+    t = xt.reshape(1, n * rows, length)
+    if mode == "nearest":
+        t = F.pad(t, (radius, radius), mode="replicate")
+    else:  # half-sample symmetric, repeated with period 2 * length when the kernel is longer than the axis
+        j = torch.arange(-radius, length + radius, device=x.device).remainder_(2 * length)
+        t = t.index_select(-1, torch.where(j >= length, 2 * length - 1 - j, j))
     if len(s) == 1:  # one kernel: a weighted sum of shifted copies (faster than a grouped convolution on a CPU)
         w = k[0].tolist()
         out = t[..., 0:length] * w[0]

@@ -41,6 +41,16 @@ Arrays are laid out ``(D, H, W) = (slices inferior->superior, anterior->posterio
 right->left)`` like :func:`medlab.io.read_image`; ``spacing`` is ``(dz, dy, dx)``
 in mm. Randomness: case ``i`` of ``seed`` comes from
 ``numpy.random.default_rng((seed, i))``, so it is the same whatever ``n``.
+
+Rendering: the voxels are computed with torch on ``device`` (the CPU by default, or a
+GPU), one case at a time: the warp (``grid_sample``), atrophy, tissue map, intensities,
+bias field, blur and noise. The per-case parameters (pose, deformation grid, intensities,
+lesions) are drawn with NumPy from the case's generator, and the lesions are placed on
+the CPU (a few small boxes each, with scipy's labelling), so they are the same on every
+device. On the CPU the voxel noise comes from that generator too, and the volumes are
+those of medlab's earlier NumPy renderer up to float rounding; on a GPU it comes from a
+generator on the GPU seeded from ``(seed, i)``. Same seed and device, same volumes;
+the number of torch threads does not change them.
 """
 from __future__ import annotations
 
@@ -50,8 +60,11 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ...errors import ParameterError
+from ._torch import PixelNoise, blur1d, phantom_device, to_numpy
 
 __all__ = ["BrainVolumes", "AtrophyVolumes", "brain_mri", "brain_atrophy", "TISSUE_NAMES", "CHANNEL_CONTRASTS",
            "ATROPHY_CLASSES", "ROSE_K"]
@@ -101,6 +114,9 @@ class BrainVolumes:
             ``blur``, ``ventricle_mm`` (ventricle enlargement drawn),
             ``ventricle_ml`` (ventricle volume from the tissue fractions).
         params: the arguments that made the batch.
+
+    ``images``, ``lesions`` and ``tissue`` are NumPy arrays, or torch tensors on the rendering device when
+    :func:`brain_mri` was called with ``as_tensors=True``.
     """
 
     images: np.ndarray
@@ -139,6 +155,9 @@ class AtrophyVolumes:
         class_names: ``["control", "atrophy"]``.
         channel_names: ``["T1"]``.
         params: the arguments that made the batch.
+
+    ``images``, ``labels`` and ``tissue`` are NumPy arrays, or torch tensors on the rendering device when
+    :func:`brain_atrophy` was called with ``as_tensors=True``.
     """
 
     images: np.ndarray
@@ -156,7 +175,8 @@ class AtrophyVolumes:
         return int(self.labels.shape[0])
 
     def __repr__(self) -> str:
-        counts = np.bincount(self.labels, minlength=2)
+        labels = to_numpy(self.labels) if isinstance(self.labels, torch.Tensor) else self.labels
+        counts = np.bincount(labels, minlength=2)
         return (f"AtrophyVolumes(images={tuple(self.images.shape)}, control={counts[0]}, atrophy={counts[1]}, "
                 f"spacing={tuple(round(s, 2) for s in self.spacing)} mm)")
 
@@ -227,7 +247,6 @@ def _build_template_2mm():
 @functools.lru_cache(maxsize=2)
 def _template(spacing: tuple):
     """The template's maps smoothed for output voxels of ``spacing`` mm, as a torch tensor (1, 6, Z, Y, X)."""
-    import torch
     from scipy.ndimage import gaussian_filter
 
     onehot, dist, centre = _template_2mm()
@@ -250,23 +269,50 @@ def _grid_shape(spacing, shape):
 # one case
 
 
-def _smooth_noise(rng, shape, cells, channels=1):
-    """Smooth random fields (channels, *shape), unit std, from a coarse grid upsampled trilinearly."""
-    import torch
-    import torch.nn.functional as F
+def _sum(x: torch.Tensor, rows: int = 256) -> torch.Tensor:
+    """Per-channel float64 sums of ``x`` ``(C, ...)``, the same whatever the number of torch threads.
 
+    A whole-tensor reduction on a CPU splits the work between threads and adds their partial sums in another
+    order with two threads than with one; summing ``rows`` fixed slices first (one thread each) and then the
+    ``rows`` partial sums does not.
+    """
+    flat = x.reshape(len(x), -1).to(torch.float64)
+    pad = (-flat.shape[1]) % rows
+    if pad:
+        flat = F.pad(flat, (0, pad))
+    return flat.view(len(x), rows, -1).sum(-1).sum(-1)
+
+
+def _channel_mean(x: torch.Tensor) -> torch.Tensor:
+    """float32 ``(C, 1, 1, 1)`` mean of each channel of ``x`` ``(C, D, H, W)`` (thread-count independent)."""
+    return (_sum(x) / x[0].numel()).to(x.dtype).view(-1, 1, 1, 1)
+
+
+def _first_argmax(frac: torch.Tensor) -> torch.Tensor:
+    """uint8 index of the largest of the ``(K, ...)`` values at each voxel, the first on ties (``np.argmax``):
+    a few comparisons, several times faster than ``torch.argmax`` over the first axis on a CPU."""
+    best, index = frac[0].clone(), torch.zeros(frac.shape[1:], dtype=torch.uint8, device=frac.device)
+    for k in range(1, len(frac)):
+        larger = frac[k] > best
+        index.masked_fill_(larger, k)
+        best = torch.maximum(best, frac[k])
+    return index
+
+
+def _smooth_noise(rng, shape, cells, channels=1, device=None):
+    """Smooth random fields (channels, *shape) on ``device``, zero mean and unit std each: a coarse grid of
+    standard normal numbers drawn from ``rng`` (``(1, channels, *cells)``), upsampled trilinearly."""
     coarse = torch.from_numpy(rng.standard_normal((1, channels) + tuple(cells)).astype(np.float32))
-    up = F.interpolate(coarse, size=shape, mode="trilinear", align_corners=True)[0].numpy()
-    up -= up.mean(axis=(1, 2, 3), keepdims=True)
-    up /= up.std(axis=(1, 2, 3), keepdims=True) + 1e-6
+    up = F.interpolate(coarse.to(device), size=shape, mode="trilinear", align_corners=True)[0]
+    up -= _channel_mean(up)
+    centred = up - _channel_mean(up)
+    up /= _channel_mean(centred.mul_(centred)).sqrt_().add_(1e-6)
     return up
 
 
 def _warp(rng, maps, centre, shape, spacing, deformation):
-    """Sample the template maps through a random affine + smooth displacement: (6, D, H, W) numpy."""
-    import torch
-    import torch.nn.functional as F
-
+    """Sample the template maps (on their device) through a random affine + smooth displacement: (6, D, H, W)."""
+    dev = maps.device
     ang = np.deg2rad(rng.uniform(-6, 6, 3))
     scale = np.exp(rng.normal(0, 0.04) + rng.normal(0, 0.03, 3))       # head size, then per axis
     shift = rng.normal(0, 3.0, 3)
@@ -277,40 +323,41 @@ def _warp(rng, maps, centre, shape, spacing, deformation):
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rx = np.array([[cx, -sx, 0], [sx, cx, 0], [0, 0, 1]])
     a = (rz @ ry @ rx) / scale[None, :]
-    axes = [(np.arange(n) - (n - 1) / 2.0) * s for n, s in zip(shape, spacing)]
-    p = np.stack(np.meshgrid(*axes, indexing="ij")).reshape(3, -1)           # mm, (z, y, x)
-    q = a @ p + shift[:, None]
-    disp = _smooth_noise(rng, shape, (5, 6, 5), channels=3).reshape(3, -1) * deformation
-    q = q + disp
-    src = q / _SOURCE_MM + centre[:, None]                                    # source voxel indices
-    size = np.array(maps.shape[2:], dtype=np.float64)
-    g = src / (size[:, None] - 1) * 2 - 1
-    grid = torch.from_numpy(g[::-1].T.reshape(1, *shape, 3).astype(np.float32))  # (x, y, z) order
-    out = F.grid_sample(maps, grid, mode="bilinear", padding_mode="border", align_corners=True)
-    return out[0].numpy()
+    view = [(-1, 1, 1), (1, -1, 1), (1, 1, -1)]
+    axes = [((torch.arange(n, dtype=torch.float64, device=dev) - (n - 1) / 2.0) * s).view(v)
+            for n, s, v in zip(shape, spacing, view)]                       # mm, (z, y, x)
+    disp = _smooth_noise(rng, shape, (5, 6, 5), channels=3, device=dev).mul_(deformation)
+    size = maps.shape[2:]
+    grid = torch.empty(shape + (3,), dtype=torch.float32, device=dev)
+    for k in range(3):   # source voxel index k, as a grid_sample coordinate in [-1, 1] (x, y, z order)
+        q = axes[0] * a[k, 0] + axes[1] * a[k, 1] + axes[2] * a[k, 2] + shift[k] + disp[k].to(torch.float64)
+        src = q / _SOURCE_MM + centre[k]
+        grid[..., 2 - k] = src / (size[k] - 1) * 2 - 1
+    out = F.grid_sample(maps, grid[None], mode="bilinear", padding_mode="border", align_corners=True)
+    return out[0]
 
 
 def _atrophy(frac, d_vent, d_out, enlarge_mm, thin_mm, voxel_mm):
-    """Grow the ventricles by ``enlarge_mm`` and thin the cortex by ``thin_mm`` (fractions in place)."""
+    """Grow the ventricles by ``enlarge_mm`` and thin the cortex by ``thin_mm`` (fraction tensors in place)."""
     w = voxel_mm
 
     def inside(d):  # fraction of the voxel on the negative side of the level set d = 0
-        return np.clip(0.5 - d / w, 0.0, 1.0)
+        return torch.clamp(0.5 - d / w, 0.0, 1.0)
 
     if enlarge_mm != 0.0:
         delta = inside(d_vent - enlarge_mm) - inside(d_vent)
-        grow = np.maximum(delta, 0.0)
-        take_wm = np.minimum(frac[2], grow)
-        take_gm = np.minimum(frac[1], grow - take_wm)
+        grow = delta.clamp_min(0.0)
+        take_wm = torch.minimum(frac[2], grow)
+        take_gm = torch.minimum(frac[1], grow - take_wm)
         frac[2] -= take_wm
         frac[1] -= take_gm
         frac[3] += take_wm + take_gm
-        shrink = np.minimum(np.maximum(-delta, 0.0), frac[3])    # smaller ventricles: CSF back to white matter
+        shrink = torch.minimum((-delta).clamp_min_(0.0), frac[3])    # smaller ventricles: CSF back to white matter
         frac[3] -= shrink
         frac[2] += shrink
     if thin_mm > 0.0:
-        deeper = np.maximum(inside(d_out - thin_mm) - inside(d_out), 0.0)   # the outer thin_mm of the brain
-        lost = np.minimum(frac[1], deeper * np.clip(frac[1] / (frac[1] + frac[2] + 1e-6), 0, 1))
+        deeper = (inside(d_out - thin_mm) - inside(d_out)).clamp_min_(0.0)   # the outer thin_mm of the brain
+        lost = torch.minimum(frac[1], deeper * torch.clamp(frac[1] / (frac[1] + frac[2] + 1e-6), 0, 1))
         frac[1] -= lost
         frac[3] += lost
     return frac
@@ -401,54 +448,76 @@ def _place_lesions(rng, count, tissue, frac_wm, d_vent, spacing, radius_mm, cont
     return soft, ids, rows
 
 
-def _render_case(rng, maps, centre, shape, spacing, channels, *, deformation, ventricle_mm, thinning_mm,
-                 n_lesions, radius_mm, contrast, intensity_jitter, bias, blur, noise):
-    """One case: images (C, D, H, W), tissue, lesion ids, lesion rows, ventricle ml, noise sigma, blur."""
-    from scipy.ndimage import gaussian_filter
+def _render_case(rng, noise_source, maps, centre, shape, spacing, channels, *, deformation, ventricle_mm,
+                 thinning_mm, n_lesions, radius_mm, contrast, intensity_jitter, bias, blur, noise):
+    """One case on ``maps.device``: images (C, D, H, W) and tissue (D, H, W) tensors, lesion ids (NumPy, on the
+    CPU), lesion rows, ventricle ml, noise sigma, blur sigma.
 
+    The parameters come from ``rng`` in the order of the NumPy renderer this replaced; the Rician noise from
+    ``noise_source`` (a :class:`~medlab.data.phantoms._torch.PixelNoise`: ``rng`` itself on the CPU).
+    """
+    dev = maps.device
     warped = _warp(rng, maps, centre, shape, spacing, deformation)
-    frac = np.clip(warped[:4], 0.0, None)
-    frac /= frac.sum(0, keepdims=True) + 1e-6
+    frac = warped[:4].clamp_min(0.0)
+    frac /= frac[0] + frac[1] + frac[2] + frac[3] + 1e-6
     d_vent, d_out = warped[4], warped[5]
     voxel = float(np.mean(spacing))
     frac = _atrophy(frac, d_vent, d_out, ventricle_mm, thinning_mm, voxel)
-    tissue = np.argmax(frac, axis=0).astype(np.uint8)
-    vent_ml = float((frac[3] * np.clip(0.5 - (d_vent - max(ventricle_mm, 0.0) - voxel) / voxel, 0, 1)).sum()
-                    * np.prod(spacing) / 1000.0)
-    soft, ids, rows = _place_lesions(rng, n_lesions, tissue, frac[2], d_vent, spacing, radius_mm, contrast)
-    contrast_map = np.zeros(shape, np.float32)
-    for row in rows:
-        contrast_map[ids == row["lesion"]] = row["contrast"]
-    if rows:   # spread each lesion's contrast over its soft border (the voxels next to its mask)
-        from scipy.ndimage import grey_dilation
-
-        contrast_map = np.where(ids > 0, contrast_map, grey_dilation(contrast_map, size=(3, 3, 3)))
+    tissue = _first_argmax(frac)
+    in_vent = torch.clamp(0.5 - (d_vent - max(ventricle_mm, 0.0) - voxel) / voxel, 0, 1)
+    vent_ml = float(_sum((frac[3] * in_vent)[None])[0]) * float(np.prod(spacing)) / 1000.0
+    if n_lesions > 0:   # placed one by one on the CPU (scipy labelling)
+        soft, ids, rows = _place_lesions(rng, n_lesions, to_numpy(tissue), to_numpy(frac[2]), to_numpy(d_vent),
+                                         spacing, radius_mm, contrast)
+    else:
+        ids, rows = np.zeros(shape, np.int32), []
+    if rows:   # each lesion's contrast, spread over its soft border (the voxels next to its mask)
+        ids_t = torch.from_numpy(ids).to(dev, torch.int64)
+        table = torch.tensor([0.0] + [row["contrast"] for row in rows], dtype=torch.float32, device=dev)
+        contrast_map = table[ids_t]
+        spread = F.max_pool3d(contrast_map[None, None], 3, stride=1, padding=1)[0, 0]
+        contrast_map = torch.where(ids_t > 0, contrast_map, spread)
+        in_lesion = ids_t > 0
+        soft_contrast = torch.from_numpy(soft).to(dev) * contrast_map
     sigma_noise = float(rng.uniform(*noise))
     sigma_blur = float(rng.uniform(*blur))
-    bias_fields = np.exp(bias * _smooth_noise(rng, shape, (3, 3, 3), channels=len(channels)))
-    images = np.empty((len(channels),) + shape, np.float32)
-    lesion_signal = np.empty((len(channels),) + shape, np.float32)
+    bias_fields = _smooth_noise(rng, shape, (3, 3, 3), channels=len(channels), device=dev).mul_(bias).exp_()
+    images = torch.empty((len(channels),) + shape, device=dev)
+    lesion_signal = []   # per channel: the blurred lesion signal in the voxels of the lesion masks (NumPy)
     for ci, name in enumerate(channels):
         means = np.array(CHANNEL_CONTRASTS[name], np.float64)
         means[1:] += rng.uniform(-intensity_jitter, intensity_jitter, 4)
-        clean = np.tensordot(means[:4].astype(np.float32), frac, axes=1)
-        les = soft * contrast_map * np.float32(means[4] - means[2])
-        img = (clean + les) * bias_fields[ci]
-        les = les * bias_fields[ci]
-        if sigma_blur > 0:
-            img = gaussian_filter(img, sigma_blur, truncate=3.0)
-            les = gaussian_filter(les, sigma_blur, truncate=3.0)
-        n1 = rng.standard_normal(shape, dtype=np.float32)
-        n2 = rng.standard_normal(shape, dtype=np.float32)
-        img = np.sqrt((img + sigma_noise * n1) ** 2 + (sigma_noise * n2) ** 2)
-        images[ci] = np.clip(img, 0.0, 1.0)
-        lesion_signal[ci] = les
-    for row in rows:
-        m = ids == row["lesion"]
-        cnr = np.abs(lesion_signal[:, m].mean(1)) / sigma_noise
-        row["cnr"] = float(cnr.max())
-        row["rose"] = float(cnr.max() * np.sqrt(row["voxels"]))
-        row["visible"] = bool(row["rose"] >= ROSE_K)
+        m = means[:4].astype(np.float32).tolist()
+        img = frac[0] * m[0] + frac[1] * m[1] + frac[2] * m[2] + frac[3] * m[3]
+        if rows:
+            les = soft_contrast * float(np.float32(means[4] - means[2]))
+            img = img.add_(les).mul_(bias_fields[ci])
+            les = les.mul_(bias_fields[ci])
+        else:
+            img = img.mul_(bias_fields[ci])
+        if sigma_blur > 0:   # scipy's gaussian_filter(..., truncate=3.0): mode "reflect"
+            for dim in (1, 2, 3):
+                img = blur1d(img[None], sigma_blur, dim=dim, mode="reflect")[0]
+                if rows:
+                    les = blur1d(les[None], sigma_blur, dim=dim, mode="reflect")[0]
+        n1 = noise_source.standard_normal(shape).to(dev)
+        n2 = noise_source.standard_normal(shape).to(dev)
+        if noise_source.gen is not None and ci + 1 < len(channels):
+            # noise from the device's generator: still take from ``rng`` the numbers the CPU takes for this
+            # channel's noise, so that the next channel's means (drawn after them) are the same on every device
+            rng.standard_normal(shape, dtype=np.float32)
+            rng.standard_normal(shape, dtype=np.float32)
+        img = img.add_(n1.mul_(sigma_noise)).square_().add_(n2.mul_(sigma_noise).square_()).sqrt_()
+        images[ci] = img.clamp_(0.0, 1.0)
+        if rows:
+            lesion_signal.append(to_numpy(les[in_lesion]))
+    if rows:
+        signal, lesion_of = np.stack(lesion_signal), ids[ids > 0]
+        for row in rows:
+            cnr = np.abs(signal[:, lesion_of == row["lesion"]].mean(1)) / sigma_noise
+            row["cnr"] = float(cnr.max())
+            row["rose"] = float(cnr.max() * np.sqrt(row["voxels"]))
+            row["visible"] = bool(row["rose"] >= ROSE_K)
     return images, tissue, ids, rows, vent_ml, sigma_noise, sigma_blur
 
 
@@ -498,7 +567,8 @@ def brain_mri(n: int, *, seed: int = 0, voxel_mm: float = 4.0, channels: Sequenc
               lesion_load: tuple = (0, 12), lesion_radius_mm: tuple = (2.0, 8.0),
               lesion_contrast: tuple = (0.3, 1.0), anisotropy: float = 1.0, shape=None,
               deformation: float = 2.5, ventricle_mm: tuple = (-1.0, 3.0), intensity_jitter: float = 0.05,
-              bias: float = 0.12, blur: tuple = (0.0, 0.6), noise: tuple = (0.02, 0.05)) -> BrainVolumes:
+              bias: float = 0.12, blur: tuple = (0.0, 0.6), noise: tuple = (0.02, 0.05), device=None,
+              as_tensors: bool = False) -> BrainVolumes:
     """Multi-channel brain MRI phantoms with white-matter lesions and exact masks.
 
     Args:
@@ -521,6 +591,13 @@ def brain_mri(n: int, *, seed: int = 0, voxel_mm: float = 4.0, channels: Sequenc
         bias: strength of the multiplicative bias field (log-scale std).
         blur: (min, max) Gaussian blur sigma in voxels, per case.
         noise: (min, max) Rician noise sigma, per case.
+        device: where the voxels are rendered: ``None`` or ``"cpu"`` (default), ``"cuda"``, ``"auto"`` (the
+            GPU when there is one). The per-case parameters, tissue maps and lesions are the same on every
+            device (the lesions are placed on the CPU); the voxel noise on a GPU comes from a generator on
+            the GPU, so a GPU renders other (equally likely) noise than the CPU. Same seed and device, same
+            volumes.
+        as_tensors: return ``images``, ``lesions`` and ``tissue`` as torch tensors on ``device`` instead of
+            NumPy arrays (same dtypes; ``lesion_table`` and ``attrs`` stay pandas/NumPy).
 
     Returns:
         :class:`BrainVolumes`.
@@ -538,10 +615,12 @@ def brain_mri(n: int, *, seed: int = 0, voxel_mm: float = 4.0, channels: Sequenc
     noise = _check_pair("noise", noise, 0.0, 0.5)
     _check_render(deformation, intensity_jitter, bias)
     shape = _grid_shape(spacing, shape)
+    dev = phantom_device(device)
     maps, centre = _template(spacing)
-    images = np.empty((n, len(channels)) + shape, np.float32)
-    lesions = np.empty((n,) + shape, np.uint8)
-    tissue = np.empty((n,) + shape, np.uint8)
+    maps = maps.to(dev)
+    images = torch.empty((n, len(channels)) + shape, device=dev)
+    lesions = torch.empty((n,) + shape, dtype=torch.uint8, device=dev)
+    tissue = torch.empty((n,) + shape, dtype=torch.uint8, device=dev)
     attrs = {k: np.zeros(n) for k in ("n_lesions", "lesion_volume_mm3", "noise", "blur", "ventricle_mm",
                                       "ventricle_ml")}
     rows = []
@@ -550,11 +629,14 @@ def brain_mri(n: int, *, seed: int = 0, voxel_mm: float = 4.0, channels: Sequenc
         rng = np.random.default_rng((int(seed), i))
         count = int(rng.integers(int(lo), int(hi) + 1))
         vent = float(rng.uniform(*ventricle))
-        img, tis, ids, case_rows, vent_ml, s_noise, s_blur = _render_case(
-            rng, maps, centre, shape, spacing, channels, deformation=deformation, ventricle_mm=vent,
-            thinning_mm=0.0, n_lesions=count, radius_mm=radius_mm, contrast=contrast,
-            intensity_jitter=intensity_jitter, bias=bias, blur=blur, noise=noise)
-        images[i], tissue[i], lesions[i] = img, tis, ids > 0
+        with torch.no_grad():
+            img, tis, ids, case_rows, vent_ml, s_noise, s_blur = _render_case(
+                rng, PixelNoise(rng, int(seed), dev, key=(i,)), maps, centre, shape, spacing, channels,
+                deformation=deformation, ventricle_mm=vent, thinning_mm=0.0, n_lesions=count,
+                radius_mm=radius_mm, contrast=contrast, intensity_jitter=intensity_jitter, bias=bias, blur=blur,
+                noise=noise)
+            images[i], tissue[i] = img, tis
+            lesions[i] = torch.from_numpy((ids > 0).view(np.uint8)).to(dev)
         for r in case_rows:
             rows.append({"case": i, **r, "volume_mm3": r["voxels"] * vox_mm3})
         attrs["n_lesions"][i] = len(case_rows)
@@ -569,13 +651,16 @@ def brain_mri(n: int, *, seed: int = 0, voxel_mm: float = 4.0, channels: Sequenc
                   lesion_radius_mm=radius_mm, lesion_contrast=contrast, anisotropy=anisotropy, shape=shape,
                   deformation=deformation, ventricle_mm=ventricle, intensity_jitter=intensity_jitter,
                   bias=bias, blur=blur, noise=noise)
+    if not as_tensors:
+        images, lesions, tissue = to_numpy(images), to_numpy(lesions), to_numpy(tissue)
     return BrainVolumes(images, lesions, tissue, spacing, list(channels), table, attrs, params)
 
 
 def brain_atrophy(n: int, *, seed: int = 0, voxel_mm: float = 4.0, anisotropy: float = 1.0, shape=None,
                   effect: float = 1.0, age_range: tuple = (55.0, 90.0), patient_age_shift: float = 3.0,
                   ventricle_sd_mm: float = 1.0, deformation: float = 2.5, intensity_jitter: float = 0.05,
-                  bias: float = 0.12, blur: tuple = (0.0, 0.6), noise: tuple = (0.02, 0.05)) -> AtrophyVolumes:
+                  bias: float = 0.12, blur: tuple = (0.0, 0.6), noise: tuple = (0.02, 0.05), device=None,
+                  as_tensors: bool = False) -> AtrophyVolumes:
     """T1-like brain volumes of controls and patients with Alzheimer-like atrophy.
 
     Every case's ventricles grow by ``individual + ageing + disease`` mm and its
@@ -594,11 +679,13 @@ def brain_atrophy(n: int, *, seed: int = 0, voxel_mm: float = 4.0, anisotropy: f
         n: number of cases (half controls, half patients, shuffled).
         seed: case ``i`` is drawn from ``default_rng((seed, i))``.
         voxel_mm, anisotropy, shape, deformation, intensity_jitter, bias, blur,
-            noise: as in :func:`brain_mri`.
+            noise, device: as in :func:`brain_mri`.
         effect: scale of the disease's atrophy (0 = the classes differ only in age).
         age_range: (min, max) age in years, uniform.
         patient_age_shift: years added to patients' ages (clipped to the range).
         ventricle_sd_mm: individual variation of ventricle size (mm of enlargement).
+        as_tensors: return ``images``, ``labels`` and ``tissue`` as torch tensors on ``device`` instead of
+            NumPy arrays (``severity``, ``age`` and ``attrs`` stay NumPy).
 
     Returns:
         :class:`AtrophyVolumes` (``images`` ``(N, 1, D, H, W)``).
@@ -611,10 +698,12 @@ def brain_atrophy(n: int, *, seed: int = 0, voxel_mm: float = 4.0, anisotropy: f
         raise ParameterError(f"effect={effect!r} is out of range [0, 5]")
     _check_render(deformation, intensity_jitter, bias)
     shape = _grid_shape(spacing, shape)
+    dev = phantom_device(device)
     maps, centre = _template(spacing)
+    maps = maps.to(dev)
     labels = np.random.default_rng((int(seed), 1 << 30)).permutation(np.arange(n) % 2).astype(np.int64)
-    images = np.empty((n, 1) + shape, np.float32)
-    tissue = np.empty((n,) + shape, np.uint8)
+    images = torch.empty((n, 1) + shape, device=dev)
+    tissue = torch.empty((n,) + shape, dtype=torch.uint8, device=dev)
     severity, age = np.zeros(n), np.zeros(n)
     attrs = {k: np.zeros(n) for k in ("ventricle_mm", "thinning_mm", "ventricle_ml", "noise")}
     for i in range(n):
@@ -630,15 +719,20 @@ def brain_atrophy(n: int, *, seed: int = 0, voxel_mm: float = 4.0, anisotropy: f
         years = max(a - 55.0, 0.0)
         vent = individual + 0.06 * years + float(effect) * s * 4.0
         thin = max(thin_individual + 0.015 * years + float(effect) * s * 0.8, 0.0)
-        img, tis, _, _, vent_ml, s_noise, _ = _render_case(
-            rng, maps, centre, shape, spacing, channels, deformation=deformation, ventricle_mm=vent,
-            thinning_mm=thin, n_lesions=0, radius_mm=(1.0, 1.0), contrast=(0.0, 0.0),
-            intensity_jitter=intensity_jitter, bias=bias, blur=blur, noise=noise)
-        images[i], tissue[i] = img, tis
+        with torch.no_grad():
+            img, tis, _, _, vent_ml, s_noise, _ = _render_case(
+                rng, PixelNoise(rng, int(seed), dev, key=(i,)), maps, centre, shape, spacing, channels,
+                deformation=deformation, ventricle_mm=vent, thinning_mm=thin, n_lesions=0, radius_mm=(1.0, 1.0),
+                contrast=(0.0, 0.0), intensity_jitter=intensity_jitter, bias=bias, blur=blur, noise=noise)
+            images[i], tissue[i] = img, tis
         severity[i], age[i] = s, a
         attrs["ventricle_mm"][i], attrs["thinning_mm"][i] = vent, thin
         attrs["ventricle_ml"][i], attrs["noise"][i] = vent_ml, s_noise
     params = dict(n=n, seed=seed, voxel_mm=voxel_mm, anisotropy=anisotropy, shape=shape, effect=effect,
                   age_range=ages, patient_age_shift=patient_age_shift, ventricle_sd_mm=ventricle_sd_mm,
                   deformation=deformation, intensity_jitter=intensity_jitter, bias=bias, blur=blur, noise=noise)
+    if as_tensors:
+        labels = torch.as_tensor(labels, device=dev)
+    else:
+        images, tissue = to_numpy(images), to_numpy(tissue)
     return AtrophyVolumes(images, labels, severity, age, spacing, tissue, attrs, params=params)
