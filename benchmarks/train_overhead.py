@@ -347,7 +347,7 @@ def main(argv=None):
     lines = [
         "# Training-loop overhead: `medlab.train.fit` vs a bare PyTorch loop",
         "",
-        f"Command: `python benchmarks/train_overhead.py "
+        "Command: `python benchmarks/train_overhead.py "
         + " ".join(f"--workload {w}" for w in workloads)
         + f" --batch-size {args.batch_size} --epochs {args.epochs} "
         f"--repeats {args.repeats} --probe-repeats {args.probe_repeats} --threads {args.threads}`",
