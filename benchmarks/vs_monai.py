@@ -15,8 +15,10 @@ The task
     are in memory (no DataLoader) so only the recipes differ.
 
 The two recipes
-    (a) medlab's defaults: ``medlab.models.UNet(1, 2)`` (4 levels, 16 channels
-        at full resolution, batch norm; ``--medlab-base-channels`` changes the width), ``medlab.losses.DiceCELoss``, AdamW at
+    (a) medlab's recipe: ``medlab.models.UNet(1, 2, class_prior=...)`` (4 levels, 16 channels
+        at full resolution, batch norm; ``--medlab-base-channels`` changes the width; the output bias
+        starts at the log of the training pixels' class shares, ``medlab.models.pixel_shares``, which
+        ``--no-class-prior`` leaves out), ``medlab.losses.DiceCELoss``, AdamW at
         1e-3 (the default of ``medlab.train.fit``), trained by
         ``medlab.train.train_one_epoch`` (mixed precision and channels_last
         when the device is CUDA, as ``fit``'s ``"auto"`` does).
@@ -100,11 +102,12 @@ def pooled_dice(pred: torch.Tensor, truth: torch.Tensor) -> float:
 
 
 class MedlabSide:
-    """medlab's defaults: its UNet, DiceCELoss, AdamW 1e-3, its training loop."""
+    """medlab's recipe: its UNet (output bias at the class prior), DiceCELoss, AdamW 1e-3, its training loop."""
 
     name = "medlab"
 
     base_channels = 16   # medlab.models.UNet's default; --medlab-base-channels changes it
+    class_prior = None   # the training pixels' class shares (set in main; --no-class-prior leaves it None)
 
     def __init__(self, device):
         from medlab.losses import DiceCELoss
@@ -112,7 +115,7 @@ class MedlabSide:
         from medlab.train import resolve_amp
 
         self.device = device
-        self.model = UNet(1, 2, base_channels=self.base_channels).to(device)
+        self.model = UNet(1, 2, base_channels=self.base_channels, class_prior=self.class_prior).to(device)
         self.channels_last = device.type == "cuda"            # fit's channels_last="auto"
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -414,6 +417,8 @@ def main(argv=None):
     parser.add_argument("--profile-steps", type=int, default=10, help="training steps profiled per side")
     parser.add_argument("--medlab-base-channels", type=int, default=16,
                         help="width of medlab's U-Net (default 16, its default; 8 matches MONAI's FLOPs per image)")
+    parser.add_argument("--no-class-prior", action="store_true",
+                        help="medlab's U-Net without class_prior (its output bias at PyTorch's initialisation)")
     parser.add_argument("--note", default="", help="a line added to the report (e.g. 'machine shared')")
     parser.add_argument("--output", type=Path, default=RESULT_MD, help="markdown file ('-' for none); "
                         "the raw runs go to the same name with .json")
@@ -424,6 +429,7 @@ def main(argv=None):
     if args.threads:
         torch.set_num_threads(args.threads)
     MedlabSide.base_channels = args.medlab_base_channels
+    from medlab.models import pixel_shares
     from medlab.runtime import choose_device
 
     device = choose_device(args.device)
@@ -431,6 +437,8 @@ def main(argv=None):
     data = make_data(args.n_train, args.n_val)
     print(f"data: {len(data['train'][0])} training, {len(data['val'][0])} validation images; lesion pixels "
           f"{data['train'][1].float().mean():.3%}", flush=True)
+    if not args.no_class_prior:
+        MedlabSide.class_prior = pixel_shares(data["train"][1], 2)
     facts = network_facts(device, args.batch_size)
     for name, f in facts.items():
         print(f"{name}: {f['parameters']:,} parameters, {f['gflops_forward_per_image']:.2f} GFLOPs forward per image, "

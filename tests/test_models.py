@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from medlab import models
 from medlab.errors import DataNotFoundError, ParameterError
-from medlab.models import UNet, build_classifier, count_parameters, freeze_backbone, unfreeze
+from medlab.models import UNet, build_classifier, count_parameters, freeze_backbone, pixel_shares, unfreeze
 
 
 
@@ -199,3 +199,38 @@ def test_unet_learns_a_mask():
     with torch.no_grad():
         pred = model(x).argmax(1)
     assert dice(pred.numpy() == 1, y.numpy() == 1) > 0.9
+
+
+def test_pixel_shares_count_every_class():
+    masks = torch.tensor([[[0, 0, 1], [0, 0, 0]], [[0, 0, 0], [0, 0, 1]]])    # 10 background, 2 lesion pixels
+    assert pixel_shares(masks, 2) == pytest.approx([10 / 12, 2 / 12])
+    assert pixel_shares(masks, 3) == pytest.approx([10 / 13, 2 / 13, 1 / 13])  # an absent class counts as one
+    with pytest.raises(ParameterError, match="0..1"):
+        pixel_shares(masks + 1, 2)
+
+
+def test_unet_class_prior_sets_only_the_output_bias():
+    torch.manual_seed(3)
+    plain = UNet(1, 2, base_channels=4, depth=2)
+    torch.manual_seed(3)
+    primed = UNet(1, 2, base_channels=4, depth=2, class_prior=[0.98, 0.02])
+    for (name, a), (_, b) in zip(plain.state_dict().items(), primed.state_dict().items()):
+        if name != "head.bias":                                  # same draws: every other weight is the same
+            assert torch.equal(a, b), name
+    assert torch.softmax(primed.head.bias, 0).tolist() == pytest.approx([0.98, 0.02])
+    # untrained, as training first sees it (batch statistics): the outputs move by the bias alone, and the
+    # network with the prior calls no pixel lesion where PyTorch's bias calls 99.9 % of them (this seed) lesion
+    torch.manual_seed(1)
+    plain = UNet(1, 2, base_channels=4, depth=2)
+    torch.manual_seed(1)
+    primed = UNet(1, 2, base_channels=4, depth=2, class_prior=[0.98, 0.02])
+    x = torch.randn(4, 1, 32, 32)
+    with torch.no_grad():
+        out = {name: m.train()(x) for name, m in (("plain", plain), ("primed", primed))}
+    shift = (primed.head.bias - plain.head.bias).detach().view(1, 2, 1, 1)
+    torch.testing.assert_close(out["primed"], out["plain"] + shift)
+    share = {name: float((o.argmax(1) == 1).float().mean()) for name, o in out.items()}
+    assert share["primed"] == 0.0 and share["plain"] > 0.9
+    for bad in ([1.0], [0.5, 0.0], [0.5, float("nan")]):
+        with pytest.raises(ParameterError, match="class_prior"):
+            UNet(1, 2, class_prior=bad)

@@ -38,3 +38,21 @@ def test_summary_has_the_median_dice_and_steps_at_each_checkpoint(vs_monai):
     assert summary["medlab"]["dice_at_s"] == {"10.0": pytest.approx(0.3), "15.0": pytest.approx(0.7)}
     assert summary["MONAI"]["dice_at_s"] == {"10.0": pytest.approx(0.2), "15.0": pytest.approx(0.4)}
     assert summary["MONAI"]["steps_at_s"] == {"10.0": 10, "15.0": 60}
+
+
+def test_class_prior_benchmark_counts_a_collapse_and_summarises(monkeypatch):
+    """benchmarks/class_prior.py: a collapse is Dice below 0.05 after passing 0.2; the table has each variant."""
+    import sys
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("class_prior", ROOT / "benchmarks" / "class_prior.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.collapsed([(0, 0.04), (5, 0.25), (10, 0.01), (15, 0.6)])
+    assert not module.collapsed([(0, 0.0), (5, 0.03), (10, 0.3)])       # low before it ever passed 0.2
+    assert not module.collapsed([(0, 0.1), (5, 0.21), (10, 0.06)])
+    curves = {(0, "default"): [(0, 0.04), (15, 0.3), (30, 0.0)], (0, "prior"): [(0, 0.0), (15, 0.5), (30, 0.7)]}
+    args = type("Args", (), {"seeds": [0], "steps": 30, "every": 15})()
+    monkeypatch.setattr(sys, "argv", ["class_prior.py"])
+    text = module.markdown(curves, args)
+    assert "| default | 1 of 1 | 0.300 | 0.000 |" in text and "| prior | 0 of 1 | 0.500 | 0.700 |" in text

@@ -23,12 +23,12 @@ from .classifiers import (
     read_state_dict,
     unfreeze,
 )
-from .unet import UNet
+from .unet import UNet, pixel_shares
 from .pretrained import Pretrained, resolve_pretraining
 from .wrappers import NormalisedModel
 
 __all__ = [
-    "CLASSIFIERS", "NormalisedModel", "SmallCNN", "UNet", "WeightsNotFoundError", "adapt_input_channels",
+    "CLASSIFIERS", "NormalisedModel", "SmallCNN", "UNet", "pixel_shares", "WeightsNotFoundError", "adapt_input_channels",
     "build_classifier", "classifier_name",
     "count_parameters", "freeze_backbone", "load_weights", "read_state_dict", "unfreeze",
     "Pretrained", "resolve_pretraining",

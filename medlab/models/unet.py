@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import ParameterError
 
-__all__ = ["UNet", "ConvBlock", "BATCH_NORM_MOMENTUM"]
+__all__ = ["UNet", "ConvBlock", "BATCH_NORM_MOMENTUM", "pixel_shares"]
 
 
 _LAYERS = {2: (nn.Conv2d, nn.ConvTranspose2d, nn.MaxPool2d, nn.BatchNorm2d, nn.InstanceNorm2d),
@@ -63,6 +63,21 @@ class ConvBlock(nn.Sequential):
         )
 
 
+def pixel_shares(masks, num_classes: int) -> list[float]:
+    """Share of each class among the pixels (or voxels) of integer label maps ``masks``: a U-Net's ``class_prior``.
+
+    A class with no pixel counts as one pixel, so that every share is positive.
+
+    Raises:
+        ParameterError: a label outside ``0 .. num_classes - 1``.
+    """
+    labels = torch.as_tensor(masks).flatten().long()
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ParameterError(f"labels must lie in 0..{num_classes - 1}, found {int(labels.min())}..{int(labels.max())}")
+    counts = torch.bincount(labels, minlength=num_classes).double().clamp_min(1.0)
+    return (counts / counts.sum()).tolist()
+
+
 class UNet(nn.Module):
     """U-Net for images (2D, the default) or volumes (``spatial_dims=3``).
 
@@ -76,6 +91,17 @@ class UNet(nn.Module):
             :data:`BATCH_NORM_MOMENTUM`), ``"instance"``, ``"group"`` or None.
         spatial_dims: 2 for images ``(N, C, H, W)``, 3 for volumes
             ``(N, C, D, H, W)`` (3x3x3 convolutions, 2x2x2 pooling).
+        class_prior: optional share of each class among the training pixels
+            (``num_classes`` positive numbers, e.g. ``[0.977, 0.023]`` for small
+            lesions; :func:`pixel_shares` computes it). The output layer's bias then
+            starts at their logarithms, so the untrained network predicts the prior
+            (Lin et al., "Focal loss for dense object detection", ICCV 2017). With
+            PyTorch's initialisation the classes' outputs start about level (an
+            untrained network may call most pixels lesion); cross-entropy then spends
+            its first hundreds of steps pulling the lesion output down towards the
+            prior, and on some seeds that sweeps the threshold past every pixel before
+            the network has learnt which are lesions: Dice falls to 0 for tens of
+            steps. None (the default) keeps PyTorch's initialisation.
 
     Any image size works: the input is zero-padded up to a multiple of
     ``2**depth`` along every spatial axis and the output cropped back, so the
@@ -83,7 +109,7 @@ class UNet(nn.Module):
     """
 
     def __init__(self, in_channels: int = 1, num_classes: int = 2, base_channels: int = 16, depth: int = 4,
-                 norm: str | None = "batch", spatial_dims: int = 2):
+                 norm: str | None = "batch", spatial_dims: int = 2, class_prior=None):
         super().__init__()
         conv, up_conv, max_pool, _, _ = _layers(spatial_dims)
         if norm not in ("batch", "instance", "group", None):
@@ -107,6 +133,13 @@ class UNet(nn.Module):
             self.decoder.append(ConvBlock(2 * channels[level], channels[level], norm, spatial_dims))
 
         self.head = conv(channels[0], num_classes, kernel_size=1)
+        if class_prior is not None:
+            prior = torch.as_tensor(class_prior, dtype=torch.float32).flatten()
+            if prior.numel() != num_classes or not bool((prior > 0).all()) or not bool(torch.isfinite(prior).all()):
+                raise ParameterError(f"class_prior must be {num_classes} positive shares (one per class), "
+                                     f"not {class_prior!r}")
+            with torch.no_grad():
+                self.head.bias.copy_(torch.log(prior / prior.sum()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != self.spatial_dims + 2:
