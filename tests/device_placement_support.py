@@ -179,5 +179,15 @@ def fake_cuda(monkeypatch):
     for module in list(sys.modules.values()):  # the renderers' own bindings too
         if getattr(module, "__name__", "").startswith("medlab.") and getattr(module, "phantom_device", None) is resolve:
             monkeypatch.setattr(module, "phantom_device", lambda d: FAKE if d == FAKE else resolve(d))
-    with _FakeCudaMode():
-        yield FAKE
+    # torch's deterministic mode (which medlab.setup turns on, and an earlier test may have left on) sends
+    # F.interpolate on a CUDA tensor through a Python decomposition whose index tensors are made on the input's
+    # device: real CUDA ones on a GPU, but plain meta tensors here, which the checks would take for CPU tensors.
+    # Inside, the mode is off; the placement it would check is torch's own.
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(False)
+    try:
+        with _FakeCudaMode():
+            yield FAKE
+    finally:
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
