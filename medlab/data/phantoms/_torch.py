@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from ...errors import ParameterError
 
 __all__ = ["phantom_device", "Canvas", "Scratch", "Pose", "shift", "ramp_", "ramp_coefficients", "PixelNoise",
-           "blur", "resize", "upsample", "smooth_field", "apply_domain", "field_cells", "render_chunks",
+           "device_seed", "blur", "resize", "upsample", "smooth_field", "apply_domain", "field_cells", "render_chunks",
            "chunk_images", "col", "to_numpy", "lerp_", "blur1d", "binomial", "speckle", "gauss_"]
 
 
